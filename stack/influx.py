@@ -21,9 +21,9 @@ from pathlib import Path
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.domain.authorization import Authorization
 from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
+from influxdb_client.domain.onboarding_request import OnboardingRequest
 from influxdb_client.domain.permission import Permission
 from influxdb_client.domain.permission_resource import PermissionResource
-from influxdb_client.domain.onboarding_request import OnboardingRequest
 from influxdb_client.rest import ApiException
 from influxdb_client.service.setup_service import SetupService
 
@@ -226,7 +226,7 @@ class InfluxService:
                 if bucket is None:
                     bucket = buckets.create_bucket(
                         bucket_name=name,
-                        org_id=org.id,
+                        org=org.id,
                         retention_rules=BucketRetentionRules(type="expire", every_seconds=retention),
                     )
                 ids[name] = bucket.id

@@ -1,0 +1,237 @@
+"""The device registry: the compacted ``devices`` topic, keyed by device_id.
+
+Every change is written to Kafka first (acks=all); then Mosquitto's password file and ACL
+are regenerated from the whole registry and Mosquitto reloads them (SIGHUP), so connected
+devices stay connected and a revoked device is refused at its next connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from citystream import codec
+from citystream.addressing import is_device_id
+from citystream.errors import RegistryError
+from citystream.geo import is_district
+from citystream.model import DeviceEntry, DeviceKind
+from citystream.sensors import SENSOR_TYPES, is_sensor_type
+from citystream.settings import Settings
+from citystream.topics import DEVICES
+from stack.mosquitto import MosquittoService, hash_password
+
+logger = logging.getLogger(__name__)
+
+GATEWAY_SENSOR_TYPE = "any"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class DeviceRegistry:
+    def __init__(self, settings: Settings, *, apply_to_broker: bool = True) -> None:
+        self.settings = settings
+        # One registry per broker: the auth files it generates are the broker's, so the topic
+        # never takes the per-test prefix (tests use unique device ids instead).
+        self.topic = DEVICES
+        self.apply_to_broker = apply_to_broker
+
+    async def load(self) -> dict[str, DeviceEntry]:
+        """Read the whole compacted topic; the latest record per device wins."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            if not partitions:
+                await consumer._client.force_metadata_update()  # first read after create
+                partitions = consumer.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            if not tps:
+                return {}
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            entries: dict[str, DeviceEntry] = {}
+            remaining = {tp for tp in tps if end[tp] > 0}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for record in records:
+                        key = record.key.decode() if record.key else ""
+                        if record.value is None:
+                            entries.pop(key, None)
+                        else:
+                            entry = codec.decode(record.value, DeviceEntry)
+                            entries[entry.device_id] = entry
+                        if record.offset + 1 >= end[tp]:
+                            remaining.discard(tp)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+            return entries
+        finally:
+            await consumer.stop()
+
+    async def _put(self, entry: DeviceEntry) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(self.topic, codec.encode(entry), key=entry.device_id.encode())
+        finally:
+            await producer.stop()
+
+    async def apply(self) -> int:
+        """Regenerate Mosquitto's auth files from the registry and reload; return the count."""
+        entries = await self.load()
+        if self.apply_to_broker:
+            await asyncio.to_thread(MosquittoService(self.settings).apply_registry, entries.values())
+        return sum(1 for e in entries.values() if not e.revoked)
+
+    async def get(self, device_id: str) -> DeviceEntry:
+        entry = (await self.load()).get(device_id)
+        if entry is None:
+            raise RegistryError(f"unknown device {device_id!r}")
+        return entry
+
+    async def add(
+        self,
+        device_id: str,
+        district: str,
+        sensor_type: str,
+        *,
+        password: str | None = None,
+        gateway: bool = False,
+        lat: float | None = None,
+        lon: float | None = None,
+        interval_s: float | None = None,
+        replace: bool = False,
+    ) -> tuple[DeviceEntry, str]:
+        """Register a device (or a district gateway); returns the entry and its password."""
+        if not is_device_id(device_id):
+            raise RegistryError(f"device id {device_id!r} must match [a-z0-9][a-z0-9-]{{2,63}}")
+        if device_id == self.settings.mqtt.ingest_username:
+            raise RegistryError(f"{device_id!r} is reserved for the ingest service")
+        if not is_district(district):
+            raise RegistryError(f"unknown district {district!r} (use a romanised Seoul district)")
+        if gateway:
+            sensor_type = GATEWAY_SENSOR_TYPE
+        elif not is_sensor_type(sensor_type):
+            raise RegistryError(
+                f"unknown sensor type {sensor_type!r}; known: {', '.join(sorted(SENSOR_TYPES))}"
+            )
+        existing = (await self.load()).get(device_id)
+        if existing is not None and not existing.revoked and not replace:
+            raise RegistryError(f"device {device_id!r} exists; use 'devices rotate' for a new password")
+        password = password or new_password()
+        ts = now_ms()
+        entry = DeviceEntry(
+            device_id=device_id,
+            district=district,
+            sensor_type=sensor_type,
+            password_hash=hash_password(password),
+            kind=DeviceKind.GATEWAY if gateway else DeviceKind.DEVICE,
+            lat=lat,
+            lon=lon,
+            interval_s=interval_s,
+            created_ms=existing.created_ms if existing else ts,
+            updated_ms=ts,
+        )
+        await self._put(entry)
+        await self.apply()
+        logger.info("registered %s %s in %s", entry.kind, device_id, district)
+        return entry, password
+
+    async def add_many(self, entries: list[tuple[DeviceEntry, str]]) -> None:
+        """Register many prepared entries with one produce batch and one reload."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(self.topic, codec.encode(e), key=e.device_id.encode()) for e, _ in entries
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        await self.apply()
+
+    async def remove(self, *device_ids: str) -> None:
+        """Delete devices from the registry (tombstones; compaction drops them)."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            for device_id in device_ids:
+                await producer.send_and_wait(self.topic, None, key=device_id.encode())
+        finally:
+            await producer.stop()
+        await self.apply()
+
+    async def revoke(self, device_id: str) -> DeviceEntry:
+        entry = await self.get(device_id)
+        revoked = DeviceEntry(**{**codec.to_builtins(entry), "revoked": True, "updated_ms": now_ms()})
+        await self._put(revoked)
+        await self.apply()
+        logger.info("revoked %s", device_id)
+        return revoked
+
+    async def rotate(self, device_id: str, password: str | None = None) -> tuple[DeviceEntry, str]:
+        entry = await self.get(device_id)
+        if entry.revoked:
+            raise RegistryError(f"device {device_id!r} is revoked; add it again to reinstate it")
+        password = password or new_password()
+        rotated = DeviceEntry(
+            **{
+                **codec.to_builtins(entry),
+                "password_hash": hash_password(password),
+                "updated_ms": now_ms(),
+            }
+        )
+        await self._put(rotated)
+        await self.apply()
+        logger.info("rotated the password of %s", device_id)
+        return rotated, password
+
+
+def prepare_entry(
+    device_id: str,
+    district: str,
+    sensor_type: str,
+    password: str,
+    *,
+    lat: float | None = None,
+    lon: float | None = None,
+    interval_s: float | None = None,
+    gateway: bool = False,
+) -> DeviceEntry:
+    """A registry entry for bulk provisioning (simulated fleets)."""
+    ts = now_ms()
+    return DeviceEntry(
+        device_id=device_id,
+        district=district,
+        sensor_type=GATEWAY_SENSOR_TYPE if gateway else sensor_type,
+        password_hash=hash_password(password),
+        kind=DeviceKind.GATEWAY if gateway else DeviceKind.DEVICE,
+        lat=lat,
+        lon=lon,
+        interval_s=interval_s,
+        created_ms=ts,
+        updated_ms=ts,
+    )
