@@ -50,8 +50,6 @@ class MqttSettings(_Section):
     topic_root: str = "city"
     ingest_username: str = "ingest"
     ingest_password: SecretStr = SecretStr("")
-    admin_username: str = "citystream-admin"
-    admin_password: SecretStr = SecretStr("")
     session_expiry_s: int = 3600
     share_group: str = "ingest"
 
@@ -94,6 +92,11 @@ class IngestSettings(_Section):
     metrics_port: int = 9101
 
 
+class EvaluationSettings(_Section):
+    nab_dir: Path | None = None
+    """The NAB corpus folder; ``<repo>/../shared/nab`` when unset."""
+
+
 class Settings(BaseSettings):
     """Root settings; build with :func:`get_settings`."""
 
@@ -109,6 +112,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     log_level: str = "INFO"
     language: str = "en"
 

@@ -29,6 +29,16 @@ def _stack_up(_: argparse.Namespace) -> int:
     return _print_status(settings)
 
 
+def _stack_init(_: argparse.Namespace) -> int:
+    from stack import manager
+
+    _settings, changes = manager.init_external(get_settings())
+    for change in changes:
+        print(f"  {change}")
+    print("initialised" + ("" if changes else " (no changes)"))
+    return 0
+
+
 def _stack_down(_: argparse.Namespace) -> int:
     from stack import manager
 
@@ -66,20 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     stack_sub.add_parser("up", help="install, start and set up what is missing (idempotent)").set_defaults(
         func=_stack_up
     )
+    stack_sub.add_parser(
+        "init", help="set up services that run elsewhere (compose): secrets, auth files, topics, buckets"
+    ).set_defaults(func=_stack_init)
     stack_sub.add_parser("down", help="stop every service").set_defaults(func=_stack_down)
     stack_sub.add_parser(
         "status", help="version, port and health; non-zero exit if any is down"
     ).set_defaults(func=_stack_status)
 
-    for register in _stage_parsers():
+    from cli.stages import registered
+
+    for register in registered():
         register(sub)
     return parser
-
-
-def _stage_parsers() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    from cli import stages
-
-    return stages.REGISTRY
 
 
 def main(argv: Sequence[str] | None = None) -> int:

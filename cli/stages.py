@@ -1,10 +1,37 @@
-"""Subcommands that call into the pipeline stages; each stage registers its own parser."""
+"""Subcommands that call into the pipeline stages.
+
+Each stage that has commands exposes ``<stage>.cli.register(subparsers)``; they are found
+here so the entry point stays one line per stage.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator
 
 SubParsers = argparse._SubParsersAction  # argparse has no public name for it
+Register = Callable[["SubParsers[argparse.ArgumentParser]"], None]
 
-REGISTRY: list[Callable[[SubParsers[argparse.ArgumentParser]], None]] = []
+STAGE_CLIS = (
+    "cli.config",
+    "ingest.cli",
+    "simulators.cli",
+    "stream_jobs.cli",
+    "sinks.cli",
+    "dashboards.cli",
+    "bench.cli",
+    "cli.demo",
+)
+
+
+def registered() -> Iterator[Register]:
+    for name in STAGE_CLIS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        register: Register = module.register
+        yield register

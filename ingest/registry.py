@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from citystream import codec
@@ -197,13 +198,7 @@ class DeviceRegistry:
         if entry.revoked:
             raise RegistryError(f"device {device_id!r} is revoked; add it again to reinstate it")
         password = password or new_password()
-        rotated = DeviceEntry(
-            **{
-                **codec.to_builtins(entry),
-                "password_hash": hash_password(password),
-                "updated_ms": now_ms(),
-            }
-        )
+        rotated = msgspec.structs.replace(entry, password_hash=hash_password(password), updated_ms=now_ms())
         await self._put(rotated)
         await self.apply()
         logger.info("rotated the password of %s", device_id)

@@ -101,6 +101,29 @@ def up(settings: Settings) -> tuple[Settings, list[str]]:
     return settings, changes
 
 
+def init_external(settings: Settings) -> tuple[Settings, list[str]]:
+    """Set up services that run elsewhere (the compose deployment): secrets, Mosquitto's
+    auth files, Kafka topics and InfluxDB buckets and tokens; starts nothing."""
+    changes: list[str] = []
+    state = settings.stack.state_dir
+    if secrets.ensure_secrets(state):
+        changes.append("generated secrets")
+        settings = reload_settings()
+    stack = Stack(settings)
+    if not stack.mosquitto.passwd_path.exists():
+        stack.mosquitto.apply_registry(stack.mosquitto.load_devices(), reload=False)
+        changes.append("wrote mosquitto auth files")
+    created = stack.kafka.create_topics()
+    if created:
+        changes.append(f"created topics {', '.join(created)}")
+    new_tokens = stack.influx.setup()
+    if new_tokens:
+        secrets.update_secrets(state, new_tokens)
+        settings = reload_settings()
+        changes.append("created influxdb tokens")
+    return settings, changes
+
+
 def down(settings: Settings) -> list[str]:
     """Stop every service (data stays under the state directory)."""
     stopped = []

@@ -33,7 +33,7 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
         f"{k}={v}\n" for k, v in sorted(values.items())
     )
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     with os.fdopen(fd, "w") as f:
         f.write(body)
     tmp.replace(path)
