@@ -90,11 +90,130 @@ class IngestSettings(_Section):
     max_clock_skew_s: float = 300.0
     max_age_s: float = 7 * 24 * 3600.0
     metrics_port: int = 9101
+    metrics_host: str = "127.0.0.1"
+    instance: str = "1"
+    """Bridge instance name; the MQTT client id is ``citystream-{share_group}-{instance}`` and
+    must stay the same across restarts so that the broker keeps the session for it."""
+    max_future_s: float = 24 * 3600.0
+    """Device timestamps further ahead than this are dead-lettered (beyond the skew bound
+    they are only flagged)."""
+    max_batch_bytes: int = 512 * 1024
+    linger_ms: int = 0
+    compression: str = "none"
+    request_timeout_ms: int = 30_000
+    reconnect_max_s: float = 15.0
+    shutdown_timeout_s: float = 30.0
 
 
 class EvaluationSettings(_Section):
     nab_dir: Path | None = None
     """The NAB corpus folder; ``<repo>/../shared/nab`` when unset."""
+
+
+class WebhookSubscriber(_Section):
+    """One receiver of signed alert webhooks; an empty filter matches everything."""
+
+    name: str
+    url: str
+    secret: SecretStr
+    severities: tuple[str, ...] = ()
+    districts: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+
+
+class SinkSettings(_Section):
+    """The InfluxDB sink, the webhook sink and the alert acknowledgement API."""
+
+    influx_group: str = "sink-influx"
+    influx_token: SecretStr = SecretStr("")
+    """Token the InfluxDB sink writes with; empty means ``influx.sink_token``."""
+    batch_size: int = 20_000
+    flush_interval_s: float = 0.5
+    max_in_flight_writes: int = 2
+    max_buffered_points: int = 200_000
+    write_timeout_s: float = 10.0
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+    retry_after_max_s: float = 60.0
+    revoke_timeout_s: float = 10.0
+    rollup_every: str = "10m"
+    rollup_lookback_h: int = 3
+    http_host: str = "127.0.0.1"
+    influx_metrics_port: int = 9102
+    webhook_metrics_port: int = 9103
+    webhook_group: str = "sink-webhook"
+    webhook_subscribers: tuple[WebhookSubscriber, ...] = ()
+    webhook_max_attempts: int = 8
+    webhook_backoff_initial_s: float = 0.5
+    webhook_backoff_max_s: float = 60.0
+    webhook_timeout_s: float = 10.0
+    webhook_max_pending: int = 10_000
+    signature_tolerance_s: int = 300
+    api_port: int = 9104
+    api_token: SecretStr = SecretStr("")
+
+
+class MonitorSettings(_Section):
+    """The pipeline monitor (``sinks/monitor.py``): what it samples and how it writes."""
+
+    interval_s: float = 10.0
+    scrape_timeout_s: float = 5.0
+    targets: dict[str, str] = Field(default_factory=dict)
+    """Prometheus endpoints, instance name -> URL; empty means the local ingest and sink ports."""
+    services: dict[str, str] = Field(
+        default_factory=lambda: {
+            "mosquitto": "mosquitto/mosquitto.pid",
+            "kafka": "kafka/kafka.pid",
+            "influxdb": "influxdb/influxd.pid",
+        }
+    )
+    """Local services sampled from /proc: name -> pid file under ``stack.state_dir``."""
+    consumer_groups: tuple[str, ...] = ()
+    """Kafka consumer groups whose lag is reported; empty means every group."""
+    write_token: SecretStr = SecretStr("")
+    """Token the monitor writes with; empty means ``influx.sink_token``."""
+    max_buffered_points: int = 20_000
+
+
+class JobsSettings(_Section):
+    """The Faust stream jobs (``citystream jobs``): windows, dedup, alerts, quality."""
+
+    app_id: str = "citystream-jobs"
+    """Faust app id (the consumer group and the prefix of its internal topics)."""
+    web_enabled: bool = False
+    web_port: int = 6066
+    grace_s: float = 60.0
+    """Event-time grace for late readings: a window closes when the watermark passes its end
+    plus this."""
+    idle_source_s: float = 10.0
+    """Wall seconds a source partition may stay silent before it stops holding windows open."""
+    closed_window_keep_s: float = 300.0
+    """How long (event time) a closed window keeps its reading ids, to tell replays from late data."""
+    dedup_window: int = Field(default=64, ge=1, le=64)
+    """How many sequence numbers below a device's highest one are remembered (out-of-order)."""
+    batch_max: int = 4000
+    batch_within_s: float = 0.2
+    timer_interval_s: float = 5.0
+    """How often the silent-device and quality timer runs (wall seconds)."""
+    silent_factor: float = 3.0
+    """A device is silent after this many of its reporting intervals without data."""
+    clock_skew_s: float = 300.0
+    """A device clock off by more than this raises ``clock_skew``."""
+    signal_heartbeat_s: float = 30.0
+    """While a condition holds (or may still clear an alert), re-send it this often (event time)."""
+    timeliness_bound_s: float = 10.0
+    """A reading is timely when the bridge received it within this of its device time."""
+    peer_min_devices: int = 4
+    peer_threshold: float = 6.0
+    """Robust z-score (median/MAD of the district's device means) beyond which ``peer`` fires."""
+    min_duration_s: dict[str, float] = Field(default_factory=dict)
+    """Per rule: how long a condition must hold before an alert is raised (overrides defaults)."""
+    clear_hold_s: dict[str, float] = Field(default_factory=dict)
+    """Per rule: how long a condition must be gone before an alert clears (overrides defaults)."""
+    flap_window_s: float = 1800.0
+    flap_max_raises: int = 3
+    """More raises than this within the flap window mark an alert as flapping: it then stays
+    open until its condition has been gone for four times the clear hold."""
 
 
 class Settings(BaseSettings):
@@ -112,7 +231,10 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     log_level: str = "INFO"
     language: str = "en"
 

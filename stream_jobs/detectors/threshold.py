@@ -1,0 +1,106 @@
+"""Threshold: a value in an alerting category (Korean air-quality bands, flood levels, ...).
+
+``bounds`` are the ascending upper edges of the categories: with ``bounds=(15, 35, 75)`` and
+``labels=("good", "moderate", "bad", "very_bad")`` a PM2.5 of 35 is moderate and 36 is bad.
+The point is anomalous from category ``alert_level`` up. Hysteresis stops flapping at an
+edge: the category rises as soon as the value passes an edge but falls only once the value
+is ``hysteresis`` below it. An optional ``low`` limit alerts on values below it (cleared at
+``low + hysteresis``).
+
+The score is 0.5 at the alerting edge and approaches 1 (or 0) as the value moves away from
+it by about the edge's own magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from citystream.errors import ConfigError
+from stream_jobs.detectors.base import Decision, Point
+from stream_jobs.detectors.common import StateStruct, StructState
+
+
+class ThresholdState(StateStruct, frozen=True):
+    level: int = 0
+    """The current category, with hysteresis applied."""
+    low: bool = False
+    """Below the ``low`` limit (with hysteresis)."""
+
+
+def _edge_score(distance: float, scale: float) -> float:
+    """0.5 at the edge, logistic in the distance past it (in units of ``scale``)."""
+    z = max(-50.0, min(50.0, 4.0 * distance / scale))
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+class Threshold(StructState[ThresholdState]):
+    name = "threshold"
+    version = "1"
+    state_type = ThresholdState
+
+    def __init__(
+        self,
+        *,
+        bounds: Sequence[float] = (),
+        labels: Sequence[str] | None = None,
+        alert_level: int = 1,
+        low: float | None = None,
+        hysteresis: float = 0.0,
+    ) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        if list(self.bounds) != sorted(set(self.bounds)):
+            raise ConfigError(f"threshold bounds must be strictly ascending, got {self.bounds}")
+        if not self.bounds and low is None:
+            raise ConfigError("a threshold needs bounds or a low limit")
+        self.labels = (
+            tuple(labels) if labels is not None else tuple(f"level{i}" for i in range(len(self.bounds) + 1))
+        )
+        if len(self.labels) != len(self.bounds) + 1:
+            raise ConfigError(f"{len(self.bounds)} bounds need {len(self.bounds) + 1} labels")
+        if self.bounds and not 1 <= alert_level <= len(self.bounds):
+            raise ConfigError(f"alert_level must be in 1..{len(self.bounds)}, got {alert_level}")
+        if hysteresis < 0 or not math.isfinite(hysteresis):
+            raise ConfigError(f"hysteresis must be >= 0, got {hysteresis}")
+        self.alert_level = alert_level
+        self.low = float(low) if low is not None else None
+        self.hysteresis = float(hysteresis)
+
+    def initial(self) -> ThresholdState:
+        return ThresholdState()
+
+    def category(self, value: float, previous: int = 0) -> int:
+        """The category of ``value``, staying at ``previous`` while within the hysteresis."""
+        raw = sum(1 for b in self.bounds if value > b)
+        if raw >= previous:
+            return raw
+        sticky = sum(1 for b in self.bounds if value > b - self.hysteresis)
+        return min(previous, sticky)
+
+    def update(self, point: Point, state: ThresholdState) -> tuple[Decision, ThresholdState]:
+        x = point.value
+        if not math.isfinite(x):
+            return Decision(0.0, False, None, "not a finite value"), state
+        level = self.category(x, state.level)
+        low = False
+        if self.low is not None:
+            low = x < self.low + self.hysteresis if state.low else x < self.low
+        scores: list[tuple[float, float | None, str]] = []
+        if self.bounds:
+            edge = self.bounds[self.alert_level - 1]
+            scale = max(abs(edge), self.hysteresis, 1e-9)
+            scores.append((_edge_score(x - edge, scale), edge, f"{x:.6g} is {self.labels[level]}"))
+        if self.low is not None:
+            scale = max(abs(self.low), self.hysteresis, 1e-9)
+            scores.append(
+                (_edge_score(self.low - x, scale), self.low, f"{x:.6g} vs low limit {self.low:.6g}")
+            )
+        score, limit, reason = max(scores, key=lambda s: s[0])
+        alerting_high = bool(self.bounds) and level >= self.alert_level
+        if alerting_high:
+            limit = self.bounds[self.alert_level - 1]
+            reason = f"{x:.6g} is {self.labels[level]} (> {limit:.6g})"
+        elif low:
+            limit = self.low
+            reason = f"{x:.6g} is below the low limit {self.low:.6g}"
+        return Decision(score, alerting_high or low, limit, reason), ThresholdState(level, low)

@@ -1,0 +1,1 @@
+"""Offline evaluation of the detectors: the NAB corpus and its scorer."""
