@@ -25,6 +25,15 @@ STAGE_CLIS = (
 )
 
 
+def registered_names() -> set[str]:
+    """The top-level subcommands the installed stages provide."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    for register in registered():
+        register(sub)
+    return set(sub.choices)
+
+
 def registered() -> Iterator[Register]:
     for name in STAGE_CLIS:
         try:
