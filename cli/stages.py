@@ -19,6 +19,7 @@ STAGE_CLIS = (
     "simulators.cli",
     "stream_jobs.cli",
     "sinks.cli",
+    "sinks.monitor",
     "dashboards.cli",
     "bench.cli",
     "cli.demo",
