@@ -32,7 +32,7 @@ COMPOSE_VARIABLES: dict[str, tuple[str, str]] = {
     "GRAFANA_PORT": ("3000", "host port of Grafana"),
     "GRAFANA_ADMIN_USER": ("admin", "Grafana admin user"),
     "GRAFANA_ADMIN_PASSWORD": ("", "Grafana admin password (required, secret)"),
-    "DEMO_SCENARIO": ("seoul-normal-day", "scenario the demo simulator plays"),
+    "DEMO_SCENARIO": ("seoul-live", "scenario the demo simulator plays"),
 }
 
 

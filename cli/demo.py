@@ -264,7 +264,7 @@ def _demo(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     demo = sub.add_parser("demo", help="the whole pipeline on simulated Seoul sensors, live summary")
     demo.add_argument(
-        "--scenario", default="seoul-normal-day", help="scenario name (default: seoul-normal-day)"
+        "--scenario", default="seoul-live", help="scenario name (default: seoul-live, real time)"
     )
     demo.add_argument("--duration", type=float, default=0, help="wall seconds; 0 runs until Ctrl-C")
     demo.add_argument("--rate", type=int, default=None, help="messages per second (default: the scenario's)")
