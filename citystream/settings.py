@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,26 @@ class KafkaSettings(_Section):
     agg_retention_ms: int = 30 * 24 * 3600 * 1000
     dlq_retention_ms: int = 14 * 24 * 3600 * 1000
     alerts_retention_ms: int = 30 * 24 * 3600 * 1000
+    brokers: int = Field(default=1, ge=1, le=9)
+    """How many brokers the local stack runs (KRaft, each one broker and controller). Broker i
+    (from 0) listens on the bootstrap port + i * port_step, its controller on controller_port +
+    i * port_step. Set replication_factor and min_insync_replicas to match (3 and 2)."""
+    port_step: int = 100
+    security: Literal["plaintext", "sasl_scram", "sasl_ssl"] = "plaintext"
+    """plaintext; sasl_scram (SASL_PLAINTEXT with SCRAM, ACLs); sasl_ssl (the same over TLS)."""
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    ssl_cafile: str = ""
+    """CA that signed the brokers' certificates (sasl_ssl); empty means the stack's own CA."""
+    admin_password: SecretStr = SecretStr("")
+    """Principal ``admin``: the stack itself (topics, credentials, ACLs); a super user."""
+    controller_password: SecretStr = SecretStr("")
+    """Brokers and controllers among themselves (SASL/PLAIN on the controller listener)."""
+    ingest_password: SecretStr = SecretStr("")
+    registry_password: SecretStr = SecretStr("")
+    jobs_password: SecretStr = SecretStr("")
+    sink_influx_password: SecretStr = SecretStr("")
+    sink_webhook_password: SecretStr = SecretStr("")
+    monitor_password: SecretStr = SecretStr("")
 
 
 class InfluxSettings(_Section):
@@ -129,8 +150,11 @@ class SinkSettings(_Section):
     """Token the InfluxDB sink writes with; empty means ``influx.sink_token``."""
     batch_size: int = 20_000
     flush_interval_s: float = 0.5
-    max_in_flight_writes: int = 2
-    max_buffered_points: int = 200_000
+    max_in_flight_writes: int = 3
+    """Batches being written at once; their offsets are committed in order."""
+    max_write_requests: int = 4
+    """HTTP write requests at once (a batch goes out in requests of at most 1 MB)."""
+    max_buffered_points: int = 100_000
     write_timeout_s: float = 10.0
     retry_initial_s: float = 0.2
     retry_max_s: float = 5.0
@@ -142,7 +166,8 @@ class SinkSettings(_Section):
     influx_metrics_port: int = 9102
     webhook_metrics_port: int = 9103
     webhook_group: str = "sink-webhook"
-    webhook_subscribers: tuple[WebhookSubscriber, ...] = ()
+    webhook_subscribers: list[WebhookSubscriber] = Field(default_factory=list)
+    """JSON list in the environment: ``[{"name", "url", "secret", "severities", "districts", "rules"}]``."""
     webhook_max_attempts: int = 8
     webhook_backoff_initial_s: float = 0.5
     webhook_backoff_max_s: float = 60.0
@@ -168,7 +193,7 @@ class MonitorSettings(_Section):
         }
     )
     """Local services sampled from /proc: name -> pid file under ``stack.state_dir``."""
-    consumer_groups: tuple[str, ...] = ()
+    consumer_groups: list[str] = Field(default_factory=list)
     """Kafka consumer groups whose lag is reported; empty means every group."""
     write_token: SecretStr = SecretStr("")
     """Token the monitor writes with; empty means ``influx.sink_token``."""
@@ -186,26 +211,26 @@ class JobsSettings(_Section):
     """Event-time grace for late readings: a window closes when the watermark passes its end
     plus this."""
     idle_source_s: float = 10.0
-    """Wall seconds a source partition may stay silent before it stops holding windows open."""
-    closed_window_keep_s: float = 300.0
+    """Wall seconds a source partition, read to its end, may stay quiet before it stops holding
+    windows open."""
+    closed_window_keep_s: float = 120.0
     """How long (event time) a closed window keeps its reading ids, to tell replays from late data."""
     dedup_window: int = Field(default=64, ge=1, le=64)
     """How many sequence numbers below a device's highest one are remembered (out-of-order)."""
     batch_max: int = 4000
     batch_within_s: float = 0.2
+    commit_interval_s: float = 2.8
+    """How often the worker commits its input offsets (after flushing what it produced)."""
     timer_interval_s: float = 5.0
     """How often the silent-device and quality timer runs (wall seconds)."""
-    silent_factor: float = 3.0
-    """A device is silent after this many of its reporting intervals without data."""
-    clock_skew_s: float = 300.0
-    """A device clock off by more than this raises ``clock_skew``."""
+    detectors_enabled: bool = True
+    """Off: aggregation, dedup and quality only (no detector, no alert)."""
+    detector_config: Path | None = None
+    """A JSON or YAML file overriding detector entries (see stream_jobs/detectors/config.py)."""
     signal_heartbeat_s: float = 30.0
     """While a condition holds (or may still clear an alert), re-send it this often (event time)."""
     timeliness_bound_s: float = 10.0
     """A reading is timely when the bridge received it within this of its device time."""
-    peer_min_devices: int = 4
-    peer_threshold: float = 6.0
-    """Robust z-score (median/MAD of the district's device means) beyond which ``peer`` fires."""
     min_duration_s: dict[str, float] = Field(default_factory=dict)
     """Per rule: how long a condition must hold before an alert is raised (overrides defaults)."""
     clear_hold_s: dict[str, float] = Field(default_factory=dict)

@@ -14,9 +14,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from citystream.errors import StackError
+from citystream.kafka_client import Principal, client_kwargs
 from citystream.settings import Settings
 from citystream.topics import topic_specs
 from stack.process import Daemon, port_open, run, wait_until
+from stack.startup import wait_exec
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +139,9 @@ class KafkaService:
     def format(self) -> None:
         if self.formatted():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the storage tool would read it as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         run(
             [
                 shutil.which("java") or "java",
@@ -159,8 +163,12 @@ class KafkaService:
     def start(self) -> bool:
         self.format()
         started = self.daemon.start()
+        wait_exec(self.daemon)
         wait_until(self.healthy, self.settings.stack.start_timeout_s, "kafka", self.daemon)
         return started
+
+    def wait_healthy(self) -> None:
+        wait_until(self.healthy, self.settings.stack.start_timeout_s, "kafka", self.daemon)
 
     def healthy(self) -> bool:
         if not (self.daemon.running() and port_open(self.host, self.port_)):
@@ -190,7 +198,7 @@ async def _cluster_ready(bootstrap: str) -> bool:
 
 async def ensure_topics(settings: Settings) -> list[str]:
     k = settings.kafka
-    admin = AIOKafkaAdminClient(bootstrap_servers=k.bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(request_timeout_ms=30000, **client_kwargs(settings, Principal.ADMIN))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -9,7 +9,9 @@ from typing import NamedTuple, Protocol
 from citystream.settings import Settings, reload_settings
 from stack import secrets, tls
 from stack.influx import InfluxService
+from stack.influx_tokens import ensure_process_tokens
 from stack.kafka import KafkaService
+from stack.kafka_cluster import KafkaCluster, kafka_service
 from stack.mosquitto import MosquittoService
 
 logger = logging.getLogger(__name__)
@@ -39,11 +41,11 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mosquitto = MosquittoService(settings)
-        self.kafka = KafkaService(settings)
+        self.kafka = kafka_service(settings)
         self.influx = InfluxService(settings)
 
     @property
-    def services(self) -> tuple[MosquittoService, KafkaService, InfluxService]:
+    def services(self) -> tuple[MosquittoService, KafkaService | KafkaCluster, InfluxService]:
         return (self.mosquitto, self.kafka, self.influx)
 
     def status(self) -> list[ServiceStatus]:
@@ -62,6 +64,9 @@ def up(settings: Settings) -> tuple[Settings, list[str]]:
     state = settings.stack.state_dir
     if secrets.ensure_secrets(state):
         changes.append("generated secrets")
+        settings = reload_settings()
+    if settings.kafka.security != "plaintext" and secrets.ensure_secrets(state, secrets.KAFKA_GENERATED):
+        changes.append("generated kafka passwords")
         settings = reload_settings()
     tls.ensure_ca(state / "tls")
     stack = Stack(settings)
@@ -83,9 +88,7 @@ def up(settings: Settings) -> tuple[Settings, list[str]]:
         k.start()
         changes.append("started kafka")
     elif not k.healthy():
-        from stack.process import wait_until
-
-        wait_until(k.healthy, settings.stack.start_timeout_s, "kafka", k.daemon)
+        k.wait_healthy()
     created = k.create_topics()
     if created:
         changes.append(f"created topics {', '.join(created)}")
@@ -98,6 +101,11 @@ def up(settings: Settings) -> tuple[Settings, list[str]]:
         secrets.update_secrets(state, new_tokens)
         settings = reload_settings()
         changes.append("created influxdb tokens")
+    process_tokens = ensure_process_tokens(settings)
+    if process_tokens:
+        secrets.update_secrets(state, process_tokens)
+        settings = reload_settings()
+        changes.append("created influxdb process tokens")
     return settings, changes
 
 
@@ -108,6 +116,9 @@ def init_external(settings: Settings) -> tuple[Settings, list[str]]:
     state = settings.stack.state_dir
     if secrets.ensure_secrets(state):
         changes.append("generated secrets")
+        settings = reload_settings()
+    if settings.kafka.security != "plaintext" and secrets.ensure_secrets(state, secrets.KAFKA_GENERATED):
+        changes.append("generated kafka passwords")
         settings = reload_settings()
     stack = Stack(settings)
     if not stack.mosquitto.passwd_path.exists():
@@ -121,6 +132,11 @@ def init_external(settings: Settings) -> tuple[Settings, list[str]]:
         secrets.update_secrets(state, new_tokens)
         settings = reload_settings()
         changes.append("created influxdb tokens")
+    process_tokens = ensure_process_tokens(settings)
+    if process_tokens:
+        secrets.update_secrets(state, process_tokens)
+        settings = reload_settings()
+        changes.append("created influxdb process tokens")
     return settings, changes
 
 

@@ -26,6 +26,7 @@ from citystream.errors import StackError
 from citystream.model import DeviceEntry, DeviceKind
 from citystream.settings import Settings
 from stack.process import Daemon, port_open, run, wait_until
+from stack.startup import wait_exec
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class MosquittoService:
 
     def start(self) -> bool:
         started = self.daemon.start()
+        wait_exec(self.daemon)
         m = self.settings.mqtt
         port = m.port if m.plain_enabled else m.tls_port
         wait_until(

@@ -13,6 +13,20 @@ GENERATED = (
     "CITYSTREAM_INFLUX__ADMIN_PASSWORD",
     "CITYSTREAM_INFLUX__ADMIN_TOKEN",
 )
+KAFKA_GENERATED = tuple(
+    f"CITYSTREAM_KAFKA__{name}_PASSWORD"
+    for name in (
+        "ADMIN",
+        "CONTROLLER",
+        "INGEST",
+        "REGISTRY",
+        "JOBS",
+        "SINK_INFLUX",
+        "SINK_WEBHOOK",
+        "MONITOR",
+    )
+)
+"""One password per Kafka principal; generated only when ``kafka.security`` is not plaintext."""
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -39,7 +53,7 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
     tmp.replace(path)
 
 
-def ensure_secrets(state_dir: Path) -> bool:
+def ensure_secrets(state_dir: Path, keys: tuple[str, ...] = GENERATED) -> bool:
     """Generate the secrets that are neither in the file nor in the environment.
 
     Returns ``True`` when the file changed.
@@ -47,7 +61,7 @@ def ensure_secrets(state_dir: Path) -> bool:
     path = secrets_path(state_dir)
     values = read_env_file(path)
     changed = False
-    for key in GENERATED:
+    for key in keys:
         if key not in values and not os.environ.get(key):
             values[key] = secrets.token_urlsafe(32)
             changed = True
