@@ -17,6 +17,9 @@ from citystream.errors import StackError
 logger = logging.getLogger(__name__)
 
 
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class Daemon:
     """One native service process, its pid file and its log file."""
 
@@ -48,8 +51,11 @@ class Daemon:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return None
-        # A zombie (state Z) is not running; nor is a reused pid of another program.
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z" or self.marker not in cmdline:
+        # A zombie (state Z) is not running; nor is a reused pid of another program. A process
+        # started a moment ago may not have its command line yet: it counts as running.
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            return None
+        if cmdline.strip() and self.marker not in cmdline:
             return None
         return pid
 
@@ -74,6 +80,7 @@ class Daemon:
                 cwd=self.run_dir,
                 start_new_session=True,
             )
+        _SPAWNED[proc.pid] = proc  # keep the handle: the child outlives this call
         self.pid_path.write_text(f"{proc.pid}\n")
         logger.info("started %s (pid %d), log %s", self.name, proc.pid, self.log_path)
         return True
@@ -104,6 +111,7 @@ class Daemon:
             while self.pid() is not None:
                 time.sleep(0.05)
         self.pid_path.unlink(missing_ok=True)
+        _reap(pid)
         return True
 
     def kill(self) -> bool:
@@ -115,6 +123,7 @@ class Daemon:
             os.kill(pid, signal.SIGKILL)
         while self.pid() is not None:
             time.sleep(0.05)
+        _reap(pid)
         return True
 
     def log_tail(self, lines: int = 30) -> str:
@@ -122,6 +131,14 @@ class Daemon:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a child this process started (no zombie, no warning)."""
+    proc = _SPAWNED.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
