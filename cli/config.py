@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
+from pydantic_core import to_jsonable_python
 
 from citystream.settings import ENV_PREFIX, Settings, get_settings
 
@@ -50,10 +52,8 @@ def _flatten(model: type[BaseModel], prefix: str) -> list[tuple[str, Any, str]]:
             default = field.default
         if isinstance(default, SecretStr):
             default = ""
-        if isinstance(default, list | dict):
-            import json
-
-            default = json.dumps(default)
+        if isinstance(default, list | tuple | dict):
+            default = json.dumps(to_jsonable_python(default))
         rows.append((env, default, field.description or ""))
     return rows
 
