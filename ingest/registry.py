@@ -8,9 +8,11 @@ devices stay connected and a revoked device is refused at its next connect.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,10 +21,12 @@ from citystream import codec
 from citystream.addressing import is_device_id
 from citystream.errors import RegistryError
 from citystream.geo import is_district
+from citystream.kafka_client import Principal, client_kwargs
 from citystream.model import DeviceEntry, DeviceKind
 from citystream.sensors import SENSOR_TYPES, is_sensor_type
 from citystream.settings import Settings
 from citystream.topics import DEVICES
+from ingest.producer import METADATA_RETRY_S, throttle_metadata_updates
 from stack.mosquitto import MosquittoService, hash_password
 
 logger = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ class DeviceRegistry:
     async def load(self) -> dict[str, DeviceEntry]:
         """Read the whole compacted topic; the latest record per device wins."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka.bootstrap,
+            **client_kwargs(self.settings, Principal.REGISTRY),
             enable_auto_commit=False,
             group_id=None,
         )
@@ -88,7 +92,7 @@ class DeviceRegistry:
 
     async def _put(self, entry: DeviceEntry) -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True
+            **client_kwargs(self.settings, Principal.REGISTRY), acks="all", enable_idempotence=True
         )
         await producer.start()
         try:
@@ -97,10 +101,26 @@ class DeviceRegistry:
             await producer.stop()
 
     async def apply(self) -> int:
-        """Regenerate Mosquitto's auth files from the registry and reload; return the count."""
-        entries = await self.load()
-        if self.apply_to_broker:
-            await asyncio.to_thread(MosquittoService(self.settings).apply_registry, entries.values())
+        """Regenerate Mosquitto's auth files from the registry and reload; return the count.
+
+        Several processes may change the registry at once. Each reads the whole topic and
+        rewrites the files, so the read and the write hold an exclusive lock on the broker's
+        state folder: the applies run one after the other, each reads everything written
+        before it started, and a device once in the files never drops out again because of
+        an apply that read an older registry.
+        """
+        if not self.apply_to_broker:
+            entries = await self.load()
+        else:
+            service = MosquittoService(self.settings)
+            service.dir.mkdir(parents=True, exist_ok=True)
+            with (service.dir / "registry.lock").open("a") as lock:
+                await asyncio.to_thread(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
+                try:
+                    entries = await self.load()
+                    await asyncio.to_thread(service.apply_registry, entries.values())
+                finally:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         return sum(1 for e in entries.values() if not e.revoked)
 
     async def get(self, device_id: str) -> DeviceEntry:
@@ -160,7 +180,7 @@ class DeviceRegistry:
     async def add_many(self, entries: list[tuple[DeviceEntry, str]]) -> None:
         """Register many prepared entries with one produce batch and one reload."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True
+            **client_kwargs(self.settings, Principal.REGISTRY), acks="all", enable_idempotence=True
         )
         await producer.start()
         try:
@@ -175,7 +195,7 @@ class DeviceRegistry:
     async def remove(self, *device_ids: str) -> None:
         """Delete devices from the registry (tombstones; compaction drops them)."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True
+            **client_kwargs(self.settings, Principal.REGISTRY), acks="all", enable_idempotence=True
         )
         await producer.start()
         try:
@@ -230,3 +250,89 @@ def prepare_entry(
         created_ms=ts,
         updated_ms=ts,
     )
+
+
+class RegistryFollower:
+    """A live, read-only view of the registry: loads the compacted topic, then follows it.
+
+    The bridge validates topics against it. :meth:`sync` waits until every change written
+    before the call has been read: a device that can authenticate at the broker was written to
+    the topic before the broker reloaded, so after a sync the bridge knows it.
+    """
+
+    def __init__(self, settings: Settings, on_change: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.topic = DEVICES
+        self.entries: dict[str, DeviceEntry] = {}
+        self.unreadable = 0
+        self._on_change = on_change
+        self._tp = TopicPartition(self.topic, 0)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._position = 0
+        self._progress = asyncio.Event()
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Connect and read the whole topic (the initial load)."""
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(self.settings, Principal.INGEST),
+            enable_auto_commit=False,
+            group_id=None,
+            request_timeout_ms=self.settings.ingest.request_timeout_ms,
+            retry_backoff_ms=500,
+        )
+        throttle_metadata_updates(consumer._client, METADATA_RETRY_S)
+        await consumer.start()
+        self._consumer = consumer
+        consumer.assign([self._tp])
+        await consumer.seek_to_beginning(self._tp)
+        end = (await consumer.end_offsets([self._tp]))[self._tp]
+        while self._position < end:
+            await self._poll(timeout_s)
+
+    async def run(self) -> None:
+        """Follow the topic until cancelled."""
+        while True:
+            await self._poll(1.0)
+
+    def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RegistryError("the registry follower is not started")
+        return self._consumer
+
+    async def _poll(self, timeout_s: float) -> None:
+        consumer = self._started()
+        batch = await consumer.getmany(self._tp, timeout_ms=int(timeout_s * 1000), max_records=5000)
+        for record in batch.get(self._tp, ()):
+            key = record.key.decode(errors="replace") if record.key else ""
+            if record.value is None:
+                self.entries.pop(key, None)
+            else:
+                try:
+                    entry = codec.decode(record.value, DeviceEntry)
+                except (codec.DecodeError, codec.ValidationError) as exc:
+                    self.unreadable += 1
+                    logger.warning("unreadable registry record at offset %d: %s", record.offset, exc)
+                    continue
+                self.entries[entry.device_id] = entry
+            if self._on_change is not None:
+                self._on_change(key)
+        self._position = await consumer.position(self._tp)
+        self._progress.set()
+        self._progress.clear()
+
+    async def sync(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every registry change written before this call has been read."""
+        end = (await self._started().end_offsets([self._tp]))[self._tp]
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._position < end:
+                    await self._progress.wait()
+        except TimeoutError:
+            logger.warning("the registry follower is behind after %.0f s", timeout_s)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
