@@ -1,0 +1,1 @@
+"""Thin Faust agents over the pure job functions, one module per job."""

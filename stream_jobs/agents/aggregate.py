@@ -1,0 +1,262 @@
+"""The ``windows`` agent on ``{app}-series``: 1-minute windows per (district, sensor_type, metric).
+
+Each record holds the values one source partition sent to this window partition in one batch,
+with the source's watermark. The agent adds the values to their windows
+(:mod:`stream_jobs.windows`), closes the windows every source has passed (minus the grace),
+and sends their aggregates to ``telemetry.agg.1m`` and the ``peer`` and district-wide
+signals (:mod:`stream_jobs.district`). Late values go to the dead-letter topic (reason
+``late``). A timer closes windows when sources fall idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import msgspec
+
+from citystream import codec
+from stream_jobs import district, windows
+from stream_jobs.agents.dedup import PARTITION_KEY, Envelope, jobs_tail_ms, series_partition
+from stream_jobs.app import Jobs
+from stream_jobs.messages import SeriesBatch, SeriesItem
+from stream_jobs.runtime import now_ms, persist, reject, send_all
+
+logger = logging.getLogger(__name__)
+
+
+class SeriesPartition(msgspec.Struct, kw_only=True):
+    """Progress of one window partition."""
+
+    sources: dict[int, int] = {}
+    """Source partition -> the highest device time it reported."""
+    idle: list[int] = []
+    """Sources that said they are idle (caught up and quiet)."""
+    closed_until: int = 0
+    """Windows ending at or before this have closed (for every series of the partition)."""
+    last_offset: int = -1
+
+
+class WindowJob:
+    def __init__(self, jobs: Jobs) -> None:
+        self.jobs = jobs
+        s = jobs.settings.jobs
+        self.grace_ms = int(s.grace_s * 1000)
+        self.keep_ms = int(s.closed_window_keep_s * 1000)
+        self.ctx = district.Context(
+            catalog=jobs.catalog,
+            heartbeat_ms=int(s.signal_heartbeat_s * 1000),
+            tail_ms=jobs_tail_ms(jobs),
+        )
+        self.records: dict[str, district.SeriesRecord] = {}
+        self.live: dict[str, dict[str, Any]] = {}
+        self.parts: dict[int, SeriesPartition] = {}
+        self.open: dict[int, set[str]] = {}
+        """Window partition -> series with open windows."""
+        self.partitions = jobs.settings.kafka.partitions
+        self.lock = asyncio.Lock()
+
+    def part(self, partition: int) -> SeriesPartition:
+        part = self.parts.get(partition)
+        if part is None:
+            raw = self.jobs.tables.series.data.get(f"{PARTITION_KEY}{partition}")
+            part = SeriesPartition() if raw is None else msgspec.convert(raw, SeriesPartition, strict=False)
+            self.parts[partition] = part
+            self.open[partition] = set()
+            for key, value in list(self.jobs.tables.series.data.items()):
+                if key.startswith(PARTITION_KEY):
+                    continue
+                record = self._convert(value)
+                if record.windows.open and series_partition(key, self.partitions) == partition:
+                    self.open[partition].add(key)
+        return part
+
+    @staticmethod
+    def _convert(value: Any) -> district.SeriesRecord:
+        if isinstance(value, district.SeriesRecord):
+            return value
+        return msgspec.convert(value, district.SeriesRecord, strict=False)
+
+    def record(self, series: str) -> district.SeriesRecord:
+        record = self.records.get(series)
+        if record is None:
+            raw = self.jobs.tables.series.data.get(series)
+            record = district.SeriesRecord() if raw is None else self._convert(raw)
+            self.records[series] = record
+            self.live[series] = district.load(record, series, self.jobs.catalog)
+        return record
+
+    def forget(self) -> None:
+        self.records.clear()
+        self.live.clear()
+        self.parts.clear()
+        self.open.clear()
+
+    async def process(self, events: list[Any]) -> None:
+        stats = self.jobs.stats
+        topics = self.jobs.topics
+        sends: list[Awaitable[Any]] = []
+        touched: dict[str, int] = {}
+        partitions: set[int] = set()
+        for event in events:
+            message = event.message
+            q, offset = message.partition, message.offset
+            part = self.part(q)
+            if offset <= part.last_offset:
+                stats.add("series_replayed")
+                continue
+            part.last_offset = offset
+            partitions.add(q)
+            try:
+                batch = codec.decode(message.value, SeriesBatch)
+            except (codec.DecodeError, TypeError) as exc:
+                sends.append(reject(stats, topics, message, "invalid_series", exc))
+                continue
+            by_series: dict[str, list[SeriesItem]] = {}
+            for item in batch.items:
+                by_series.setdefault(item.series, []).append(item)
+            for series, items in by_series.items():
+                try:
+                    self._add(message, series, items, touched, sends)
+                except Exception as exc:  # one bad series must not stop the job
+                    logger.exception(
+                        "series failed topic=%s partition=%s offset=%s series=%s",
+                        message.topic,
+                        q,
+                        offset,
+                        series,
+                    )
+                    sends.append(reject(stats, topics, message, "processing_error", exc))
+            if batch.watermark > part.sources.get(batch.source, -1):
+                part.sources[batch.source] = batch.watermark
+            if batch.idle:
+                if batch.source not in part.idle:
+                    part.idle = sorted({*part.idle, batch.source})
+            elif batch.source in part.idle:
+                part.idle = [p for p in part.idle if p != batch.source]
+        for q in sorted(partitions):
+            self._close(q, touched, sends)
+        await self._commit(sends, touched, partitions)
+
+    def _add(
+        self,
+        message: Any,
+        series: str,
+        items: list[SeriesItem],
+        touched: dict[str, int],
+        sends: list[Awaitable[Any]],
+    ) -> None:
+        q, offset = message.partition, message.offset
+        closed_until = self.parts[q].closed_until
+        record = self.record(series)
+        if offset <= record.windows.last_offset:
+            return
+        state, verdicts = windows.add(record.windows, items, closed_until)
+        record.windows = msgspec.structs.replace(state, last_offset=offset)
+        touched[series] = q
+        if record.windows.open:
+            self.open[q].add(series)
+        for item, verdict in zip(items, verdicts, strict=True):
+            if verdict is windows.Verdict.LATE:
+                sends.append(self._late(message, item, closed_until))
+            elif verdict is windows.Verdict.DUPLICATE:
+                self.jobs.stats.add("window_duplicates")
+
+    def _late(self, message: Any, item: SeriesItem, closed_until: int) -> Awaitable[Any]:
+        detail = f"{item.series} at {item.ts} is in a window that closed (closed until {closed_until})"
+        self.jobs.stats.add("late")
+        cut = _Reissued(message, codec.encode(item))
+        return reject(self.jobs.stats, self.jobs.topics, cut, "late", detail, device_id=item.device_id)
+
+    def _close(self, q: int, touched: dict[str, int], sends: list[Awaitable[Any]]) -> None:
+        part = self.parts[q]
+        watermark = windows.effective_watermark(part.sources, part.idle, self.partitions, self.grace_ms)
+        if watermark is None:
+            return
+        boundary = windows.window_start(watermark)
+        if boundary <= part.closed_until:
+            return
+        part.closed_until = boundary
+        emitted = now_ms()
+        topics = self.jobs.topics
+        for series in sorted(self.open[q]):
+            record = self.record(series)
+            state, done = windows.close(record.windows, watermark, self.keep_ms)
+            if not done:
+                continue
+            record.windows = state
+            touched[series] = q
+            if not state.open:
+                self.open[q].discard(series)
+            for window in done:
+                aggregate, signals = district.on_closed(
+                    record, self.live[series], series, window, ctx=self.ctx, emitted_ms=emitted
+                )
+                sends.append(topics.agg.send(key=series.encode(), value=codec.encode(aggregate)))
+                for signal in signals:
+                    sends.append(
+                        topics.signals.send(
+                            key=signal.key.encode(), value=codec.encode(Envelope(signal=signal))
+                        )
+                    )
+                self.jobs.stats.add("aggregates")
+                self.jobs.stats.add("signals", len(signals))
+
+    async def _commit(
+        self, sends: list[Awaitable[Any]], touched: dict[str, int], partitions: set[int]
+    ) -> None:
+        await send_all(sends)
+        table = self.jobs.tables.series
+        for series, q in touched.items():
+            record = district.dump(self.records[series], self.live[series], series, self.jobs.catalog)
+            persist(table, q, series, record)
+        for q in sorted(partitions):
+            persist(table, q, f"{PARTITION_KEY}{q}", self.parts[q])
+
+    async def tick(self) -> None:
+        """Close what idle sources were holding open (idle markers can come without items)."""
+        sends: list[Awaitable[Any]] = []
+        touched: dict[str, int] = {}
+        before = {q: p.closed_until for q, p in self.parts.items()}
+        for q in sorted(self.parts):
+            self._close(q, touched, sends)
+        changed = {q for q, p in self.parts.items() if p.closed_until != before.get(q)}
+        if touched or changed:
+            await self._commit(sends, touched, changed)
+
+
+class _Reissued:
+    """A Kafka message seen with another value (a late item, cut out of its batch)."""
+
+    def __init__(self, message: Any, value: bytes) -> None:
+        self.topic = message.topic
+        self.partition = message.partition
+        self.offset = message.offset
+        self.value = value
+
+
+def install(jobs: Jobs) -> WindowJob:
+    job = WindowJob(jobs)
+    s = jobs.settings.jobs
+
+    async def windows_agent(stream: Any) -> None:
+        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+            async with job.lock:
+                await job.process(list(events))
+
+    jobs.app.agent(jobs.topics.series, name="windows")(windows_agent)
+
+    async def tick() -> None:
+        async with job.lock:
+            await job.tick()
+
+    jobs.app.timer(s.timer_interval_s, name="windows-idle")(tick)
+
+    async def forget(*_: Any, **__: Any) -> None:
+        async with job.lock:
+            job.forget()
+
+    jobs.app.on_partitions_revoked.connect(forget)
+    return job

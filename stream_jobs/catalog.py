@@ -1,0 +1,66 @@
+"""Which detectors the jobs run, from the detector configuration and registry.
+
+Per (sensor_type, metric): the point detectors over each device's series, the ``peer``
+detector (run on closed windows against the district's other devices) and the ``threshold``
+detectors, which also watch the district's series of window means. Per sensor type: the
+device-level point detectors (``clock_skew``, fed the readings' ``skew_ms``) and the timer
+detectors (``silent``).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from stream_jobs.detectors.base import Detector, PeerDetector, TimerDetector
+from stream_jobs.detectors.config import DEFAULT, DetectorConfig
+from stream_jobs.detectors.registry import build
+
+PEER = "peer"
+DISTRICT_RULES = ("threshold",)
+
+
+class Catalog:
+    def __init__(self, config: DetectorConfig = DEFAULT) -> None:
+        self.config = config
+        self.point = cache(self._point)
+        self.peer = cache(self._peer)
+        self.district = cache(self._district)
+        self.device_point = cache(self._device_point)
+        self.timer = cache(self._timer)
+
+    def _point(self, sensor_type: str, metric: str) -> tuple[Detector[Any], ...]:
+        return tuple(
+            build(s)  # type: ignore[misc]  # point detectors are the non-peer entries
+            for s in self.config.for_metric(sensor_type, metric)
+            if s.name != PEER
+        )
+
+    def _peer(self, sensor_type: str, metric: str) -> PeerDetector[Any] | None:
+        for s in self.config.for_metric(sensor_type, metric):
+            if s.name == PEER:
+                detector: PeerDetector[Any] = build(s)  # type: ignore[assignment]  # a peer spec
+                return detector
+        return None
+
+    def _district(self, sensor_type: str, metric: str) -> tuple[Detector[Any], ...]:
+        return tuple(d for d in self._point(sensor_type, metric) if d.name in DISTRICT_RULES)
+
+    def _device_point(self, sensor_type: str) -> tuple[Detector[Any], ...]:
+        return tuple(
+            build(s)  # type: ignore[misc]  # device-level detectors driven by points
+            for s in self.config.for_device(sensor_type)
+            if not callable(getattr(build(s), "check", None))
+        )
+
+    def _timer(self, sensor_type: str) -> tuple[TimerDetector[Any], ...]:
+        return tuple(
+            build(s)  # type: ignore[misc]  # the timer detectors (silent)
+            for s in self.config.for_device(sensor_type)
+            if callable(getattr(build(s), "check", None))
+        )
+
+
+def empty() -> Catalog:
+    """A catalog without detectors (aggregation and quality only)."""
+    return Catalog(DetectorConfig(metrics={("-", "-"): ()}, devices={"-": ()}))

@@ -1,0 +1,126 @@
+"""What the agents share: topics, tables, counters, and the two habits every agent follows.
+
+1. Outputs first, state second. An agent sends the records a batch produced, waits until Kafka
+   has them, and only then writes the state the batch left behind (to the table's changelog).
+   Faust flushes the producer before it commits offsets, so after a crash the restored state is
+   never ahead of what was sent: the records after the committed offset are processed again,
+   and every state value remembers the last input offset it applied, so nothing counts twice.
+2. A bad record never stops an agent: it goes to ``telemetry.dlq`` with its reason and its
+   ``topic/partition/offset``, is logged with the same, and is counted.
+
+Table values are written with :func:`persist` under an explicit changelog partition (the
+partition of the input they belong to), because a batch mixes partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Iterable
+from typing import Any, NamedTuple
+
+from citystream import codec
+from citystream.model import DlqRecord
+
+logger = logging.getLogger(__name__)
+
+STAGE = "stream_jobs"
+
+
+class Topics(NamedTuple):
+    raw: Any
+    series: Any
+    signals: Any
+    commands: Any
+    agg: Any
+    alerts: Any
+    events: Any
+    quality: Any
+    dlq: Any
+
+
+class Tables(NamedTuple):
+    devices: Any
+    """device_id -> DeviceRecord; ``~partition/{p}`` -> PartitionMark (raw partitions)."""
+    series: Any
+    """series key -> SeriesRecord; ``~partition/{p}`` -> SeriesPartition (series partitions)."""
+    alerts: Any
+    """alert key -> Track; ``~silences/{p}`` -> silences of that signals partition."""
+
+
+class Stats:
+    """Counters of what the jobs did, logged every minute and readable in tests."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.started = time.monotonic()
+
+    def add(self, name: str, n: int = 1) -> None:
+        if n:
+            self.counts[name] += n
+
+    def line(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def persist(table: Any, partition: int, key: str, value: Any) -> None:
+    """Set a table value and log it to the changelog partition ``partition``."""
+    table.data[key] = value
+    table.send_changelog(partition, key, value)
+
+
+async def send_all(sends: Iterable[Awaitable[Any]]) -> None:
+    """Enqueue every record, then wait until Kafka acknowledged them all."""
+    pending = [await s for s in sends]
+    if pending:
+        await asyncio.gather(*pending)
+
+
+def source_of(message: Any) -> str:
+    return f"{message.topic}/{message.partition}/{message.offset}"
+
+
+def dlq_record(message: Any, reason: str, detail: str, device_id: str | None = None) -> DlqRecord:
+    value = message.value
+    return DlqRecord(
+        reason=reason,
+        detail=detail[:500],
+        stage=STAGE,
+        source=source_of(message),
+        payload=value if isinstance(value, bytes) else codec.encode(value),
+        received_ms=now_ms(),
+        device_id=device_id,
+    )
+
+
+def reject(
+    stats: Stats,
+    topics: Topics,
+    message: Any,
+    reason: str,
+    exc: BaseException | str,
+    *,
+    device_id: str | None = None,
+) -> Awaitable[Any]:
+    """Log, count and dead-letter one bad input record; returns the send to await."""
+    detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    logger.warning(
+        "rejected record topic=%s partition=%s offset=%s reason=%s: %s",
+        message.topic,
+        message.partition,
+        message.offset,
+        reason,
+        detail,
+    )
+    stats.add(f"dlq_{reason}")
+    key = (device_id or message.topic).encode()
+    send: Awaitable[Any] = topics.dlq.send(
+        key=key, value=codec.encode(dlq_record(message, reason, detail, device_id))
+    )
+    return send
