@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from stack.startup import wait_exec
 logger = logging.getLogger(__name__)
 
 PBKDF2_ITERATIONS = 101
+RELOAD_SETTLE_S = 0.3
 PBKDF2_SALT_BYTES = 12
 
 
@@ -199,6 +201,10 @@ class MosquittoService:
     def reload(self) -> None:
         if not self.daemon.signal(signal.SIGHUP):
             logger.info("mosquitto is not running; the new auth files apply at its next start")
+            return
+        # Mosquitto applies SIGHUP on its next loop pass; give it that long so a device that
+        # connects right after registering finds its credentials.
+        time.sleep(RELOAD_SETTLE_S)
 
     # -- lifecycle -----------------------------------------------------------------------
 

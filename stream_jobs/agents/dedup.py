@@ -120,6 +120,15 @@ class DeviceJob:
             self.mark_wall[partition] = time.monotonic()
         return mark
 
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """device_id -> {"ts": device time, "values": {...}} of the latest reading (for dashboards)."""
+        out: dict[str, dict[str, Any]] = {}
+        for device_id in list(self.jobs.tables.devices.data.keys()):
+            work = None if device_id.startswith(PARTITION_KEY) else self.work(device_id)
+            if work is not None and work.record.latest_ts >= 0:
+                out[device_id] = {"ts": work.record.latest_ts, "values": work.record.latest}
+        return out
+
     def forget(self) -> None:
         """Drop the working copies (after a rebalance the tables are the truth)."""
         self.cache.clear()
@@ -345,4 +354,10 @@ def install(jobs: Jobs) -> DeviceJob:
             job.forget()
 
     jobs.app.on_partitions_revoked.connect(forget)
+
+    async def latest(web: Any, _request: Any) -> Any:
+        """``GET /latest/``: the latest values and device time of every device of this worker."""
+        return web.json(job.latest())
+
+    jobs.app.page("/latest/")(latest)
     return job
