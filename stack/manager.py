@@ -62,12 +62,7 @@ def up(settings: Settings) -> tuple[Settings, list[str]]:
     """
     changes: list[str] = []
     state = settings.stack.state_dir
-    if secrets.ensure_secrets(state):
-        changes.append("generated secrets")
-        settings = reload_settings()
-    if settings.kafka.security != "plaintext" and secrets.ensure_secrets(state, secrets.KAFKA_GENERATED):
-        changes.append("generated kafka passwords")
-        settings = reload_settings()
+    settings = _ensure_secrets(settings, changes)
     tls.ensure_ca(state / "tls")
     stack = Stack(settings)
     for service in stack.services:
@@ -89,30 +84,15 @@ def up(settings: Settings) -> tuple[Settings, list[str]]:
         changes.append("started kafka")
     elif not k.healthy():
         k.wait_healthy()
-    created = k.create_topics()
-    if created:
-        changes.append(f"created topics {', '.join(created)}")
     i = stack.influx
     if not i.daemon.running():
         i.start()
         changes.append("started influxdb")
-    new_tokens = i.setup()
-    if new_tokens:
-        secrets.update_secrets(state, new_tokens)
-        settings = reload_settings()
-        changes.append("created influxdb tokens")
-    process_tokens = ensure_process_tokens(settings)
-    if process_tokens:
-        secrets.update_secrets(state, process_tokens)
-        settings = reload_settings()
-        changes.append("created influxdb process tokens")
-    return settings, changes
+    return _set_up_data(stack, settings, changes), changes
 
 
-def init_external(settings: Settings) -> tuple[Settings, list[str]]:
-    """Set up services that run elsewhere (the compose deployment): secrets, Mosquitto's
-    auth files, Kafka topics and InfluxDB buckets and tokens; starts nothing."""
-    changes: list[str] = []
+def _ensure_secrets(settings: Settings, changes: list[str]) -> Settings:
+    """Generate the missing secrets; return the settings that include them."""
     state = settings.stack.state_dir
     if secrets.ensure_secrets(state):
         changes.append("generated secrets")
@@ -120,10 +100,13 @@ def init_external(settings: Settings) -> tuple[Settings, list[str]]:
     if settings.kafka.security != "plaintext" and secrets.ensure_secrets(state, secrets.KAFKA_GENERATED):
         changes.append("generated kafka passwords")
         settings = reload_settings()
-    stack = Stack(settings)
-    if not stack.mosquitto.passwd_path.exists():
-        stack.mosquitto.apply_registry(stack.mosquitto.load_devices(), reload=False)
-        changes.append("wrote mosquitto auth files")
+    return settings
+
+
+def _set_up_data(stack: Stack, settings: Settings, changes: list[str]) -> Settings:
+    """Create the missing topics, buckets and tokens (running services); return the settings
+    that include any new token."""
+    state = settings.stack.state_dir
     created = stack.kafka.create_topics()
     if created:
         changes.append(f"created topics {', '.join(created)}")
@@ -137,7 +120,19 @@ def init_external(settings: Settings) -> tuple[Settings, list[str]]:
         secrets.update_secrets(state, process_tokens)
         settings = reload_settings()
         changes.append("created influxdb process tokens")
-    return settings, changes
+    return settings
+
+
+def init_external(settings: Settings) -> tuple[Settings, list[str]]:
+    """Set up services that run elsewhere (the compose deployment): secrets, Mosquitto's
+    auth files, Kafka topics and InfluxDB buckets and tokens; starts nothing."""
+    changes: list[str] = []
+    settings = _ensure_secrets(settings, changes)
+    stack = Stack(settings)
+    if not stack.mosquitto.passwd_path.exists():
+        stack.mosquitto.apply_registry(stack.mosquitto.load_devices(), reload=False)
+        changes.append("wrote mosquitto auth files")
+    return _set_up_data(stack, settings, changes), changes
 
 
 def down(settings: Settings) -> list[str]:
