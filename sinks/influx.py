@@ -67,6 +67,7 @@ from citystream.topics import (
 from sinks.batch import Batch, Buffer, CommitQueue, Partition
 from sinks.dlq import DeadLetters
 from sinks.lineproto import LineProtocolError, line_encoder
+from sinks.loop import ConsumerLoop
 from sinks.metrics import HttpServer, InfluxSinkMetrics, health_routes
 from sinks.retry import Backoff, parse_retry_after
 
@@ -291,7 +292,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         self.sink.on_assigned(assigned)
 
 
-class InfluxSink:
+class InfluxSink(ConsumerLoop):
     """One sink process: consume, buffer, write, commit. Stop it with :meth:`stop`."""
 
     def __init__(
@@ -302,7 +303,7 @@ class InfluxSink:
         registry: CollectorRegistry | None = None,
         metrics_port: int | None = None,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         s = settings.sink
         self._token = token or sink_token(settings)
         self.registry = registry or CollectorRegistry()
@@ -314,7 +315,6 @@ class InfluxSink:
         self._commit_lock = asyncio.Lock()
         self._epoch = 0
         self._paused = False
-        self._stopping = asyncio.Event()
         self._started = False
         self._backoff = Backoff(s.retry_initial_s, s.retry_max_s, s.retry_after_max_s)
         self._dlq = DeadLetters(settings, STAGE, Principal.SINK_INFLUX)
@@ -327,19 +327,6 @@ class InfluxSink:
         self.http = HttpServer(app, s.http_host, port)
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Run until :meth:`stop`; on the way out, flush and commit what is buffered."""
-        try:
-            await self._start()
-            while not self._stopping.is_set():
-                await self._step()
-            await self._drain(self.settings.sink.revoke_timeout_s)
-        finally:
-            await self._close()
 
     async def _start(self) -> None:
         s, i = self.settings.sink, self.settings.influx

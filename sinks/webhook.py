@@ -42,6 +42,7 @@ from citystream.settings import Settings, WebhookSubscriber
 from citystream.topics import ALERTS_EVENTS, topic_name
 from sinks.batch import OffsetTracker, Partition
 from sinks.dlq import DeadLetters
+from sinks.loop import ConsumerLoop
 from sinks.metrics import HttpServer, WebhookMetrics, health_routes
 from sinks.retry import Backoff, parse_retry_after
 from sinks.signing import signed_headers
@@ -157,7 +158,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         self.sink.on_assigned(assigned)
 
 
-class WebhookSink:
+class WebhookSink(ConsumerLoop):
     """Consume alert events and deliver them; stop with :meth:`stop`."""
 
     def __init__(
@@ -168,7 +169,7 @@ class WebhookSink:
         registry: CollectorRegistry | None = None,
         metrics_port: int | None = None,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         s = settings.sink
         self.subscribers = tuple(settings.sink.webhook_subscribers if subscribers is None else subscribers)
         self.registry = registry or CollectorRegistry()
@@ -176,7 +177,6 @@ class WebhookSink:
         self.topic = topic_name(ALERTS_EVENTS, settings.kafka)
         self._tracker = OffsetTracker()
         self._lanes: dict[tuple[str, str], _Lane] = {}
-        self._stopping = asyncio.Event()
         self._started = False
         self._paused = False
         self._failure: BaseException | None = None
@@ -189,18 +189,6 @@ class WebhookSink:
         app.add_routes(health_routes(self.registry, self._live, self._ready))
         port = s.webhook_metrics_port if metrics_port is None else metrics_port
         self.http = HttpServer(app, s.http_host, port)
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        try:
-            await self._start()
-            while not self._stopping.is_set():
-                await self._step()
-            await self._drain(self.settings.sink.revoke_timeout_s)
-        finally:
-            await self._close()
 
     async def _start(self) -> None:
         s = self.settings.sink
