@@ -27,9 +27,10 @@ import msgspec
 
 from citystream.model import Offset, QualityScore, Reading
 from stream_jobs import quality
-from stream_jobs.catalog import Catalog
+from stream_jobs.catalog import Catalog, Slot, rule_of
 from stream_jobs.dedup import DedupState, Verdict, accept
-from stream_jobs.detectors.base import Detector, Point
+from stream_jobs.detectors.base import Decision, Detector, Point
+from stream_jobs.detectors.common import StateStruct
 from stream_jobs.messages import DEVICE_METRIC, SeriesItem, Signal, alert_key, series_key
 
 MAX_SIGNAL_OFFSETS = 4
@@ -37,12 +38,6 @@ MAX_EMPTY_MINUTES = 60
 """A silent device gets quality scores of 0 for at most this many minutes."""
 
 BUILTIN_VERSION = "1"
-
-
-def rule_of(detector: Detector[Any]) -> str:
-    """The alert rule a detector answers (its ``rule`` attribute, else its name)."""
-    rule = getattr(detector, "rule", None)
-    return rule if isinstance(rule, str) else detector.name
 
 
 class Mark(msgspec.Struct, array_like=True):
@@ -127,6 +122,10 @@ class DeviceWork:
     def dump(self, catalog: Catalog) -> DeviceRecord:
         dumped: dict[str, Any] = {}
         for key, state in self.detectors.items():
+            if isinstance(state, StateStruct):
+                # Encodes as its ``dump`` would (and loads back the same): no copy needed.
+                dumped[key] = state
+                continue
             detector = _detector(catalog, self.record.sensor_type, key)
             if detector is not None:
                 dumped[key] = detector.dump(state)
@@ -279,34 +278,47 @@ def on_reading(
     if in_order:
         rec.detect_ts = ts
     skew = Point(ts, round(reading.skew_ms - skew_reference))
-    for timer in ctx.catalog.timer(rec.sensor_type):
-        _run(work, timer, DEVICE_METRIC, skew, where, ctx, out)
+    catalog = ctx.catalog
+    _run(work, catalog.timer_slots(rec.sensor_type, DEVICE_METRIC), DEVICE_METRIC, skew, where, ctx, out)
     if not in_order:
         return
-    for detector in ctx.catalog.device_point(rec.sensor_type):
-        _run(work, detector, DEVICE_METRIC, skew, where, ctx, out)
+    _run(work, catalog.device_slots(rec.sensor_type, DEVICE_METRIC), DEVICE_METRIC, skew, where, ctx, out)
     for metric, value in reading.values.items():
-        point = Point(ts, value)
-        for detector in ctx.catalog.point(rec.sensor_type, metric):
-            _run(work, detector, metric, point, where, ctx, out)
+        _run(work, catalog.point_slots(rec.sensor_type, metric), metric, Point(ts, value), where, ctx, out)
 
 
 def _run(  # noqa: PLR0917  # the step's whole context, internal
     work: DeviceWork,
-    detector: Detector[Any],
+    slots: tuple[Slot, ...],
     metric: str,
     point: Point,
     where: Offset,
     ctx: Context,
     out: Outputs,
 ) -> None:
+    """Run one series' detectors on ``point``; signal what :func:`throttle` lets through."""
+    states = work.detectors
+    marks = work.record.marks
+    for detector, state_key, rule in slots:
+        state = states.get(state_key)
+        decision, states[state_key] = detector.update(point, detector.initial() if state is None else state)
+        # Without a mark and with nothing anomalous there is nothing to say (the common case).
+        if decision.anomalous or marks:
+            _signal_step(work, detector, rule, metric, point, where, decision, ctx, out)
+
+
+def _signal_step(  # noqa: PLR0917  # the step's whole context, internal
+    work: DeviceWork,
+    detector: Detector[Any],
+    rule: str,
+    metric: str,
+    point: Point,
+    where: Offset,
+    decision: Decision,
+    ctx: Context,
+    out: Outputs,
+) -> None:
     rec = work.record
-    state_key = f"{metric}/{detector.name}"
-    state = work.detectors.get(state_key)
-    if state is None:
-        state = detector.initial()
-    decision, work.detectors[state_key] = detector.update(point, state)
-    rule = rule_of(detector)
     key = alert_key(rule, metric, rec.device_id)
     send, offsets = throttle(
         rec.marks,
@@ -330,7 +342,7 @@ def _run(  # noqa: PLR0917  # the step's whole context, internal
                 decision.score,
                 point.value,
                 decision.threshold,
-                decision.reason,
+                decision.explain(),
                 offsets,
             )
         )
@@ -416,7 +428,7 @@ def on_watermark(
                     decision.score,
                     (event_now - rec.latest_ts) / 1000,
                     decision.threshold,
-                    decision.reason,
+                    decision.explain(),
                     (),
                 )
             )

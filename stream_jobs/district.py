@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from citystream.model import Aggregate
-from stream_jobs.catalog import PEER, Catalog
+from stream_jobs.catalog import PEER, Catalog, rule_of
 from stream_jobs.detectors.base import Point
-from stream_jobs.device import Mark, rule_of, throttle
+from stream_jobs.device import Mark, throttle
 from stream_jobs.messages import Signal, alert_key
 from stream_jobs.windows import SeriesWindows, Window, device_means, summarize
 
@@ -116,7 +116,7 @@ def on_closed(
                         score=decision.score,
                         value=means[device],
                         threshold=decision.threshold,
-                        reason=decision.reason,
+                        reason=decision.explain(),
                     )
                 )
     subject = f"{district}/{sensor_type}"
@@ -154,7 +154,7 @@ def on_closed(
                     score=decision.score,
                     value=aggregate.mean,
                     threshold=decision.threshold,
-                    reason=decision.reason,
+                    reason=decision.explain(),
                 )
             )
     return aggregate, signals

@@ -38,6 +38,13 @@ class Decision(NamedTuple):
     anomalous: bool
     threshold: float | None = None
     reason: str = ""
+    args: tuple[Any, ...] = ()
+    """When given, ``reason`` is a ``%``-template of them, formatted only when it is read
+    (:meth:`explain`): most decisions are never shown, and formatting is a cost per point."""
+
+    def explain(self) -> str:
+        """The reason in words."""
+        return self.reason % self.args if self.args else self.reason
 
 
 class Detector(Protocol[S]):

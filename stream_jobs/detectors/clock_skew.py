@@ -43,8 +43,13 @@ class ClockSkew(StructState[ClockSkewState]):
         beyond = state.beyond + 1 if size > self.max_skew_ms else 0
         clears = size < self.clear_ratio * self.max_skew_ms
         active = not clears if state.active else beyond >= self.min_count
-        reason = f"device clock {skew / 1000.0:+.1f} s off"
         return (
-            Decision(squash(size, self.max_skew_ms), active, self.max_skew_ms, reason),
+            Decision(
+                squash(size, self.max_skew_ms),
+                active,
+                self.max_skew_ms,
+                "device clock %+.1f s off",
+                (skew / 1000.0,),
+            ),
             ClockSkewState(beyond, active),
         )

@@ -55,7 +55,7 @@ class Ensemble:
         best = max(decisions, key=lambda d: d.score)
         quiet = state.quiet
         if quiet > 0:
-            decision = Decision(0.0, False, best.threshold, f"refractory ({best.reason})")
+            decision = Decision(0.0, False, best.threshold, f"refractory ({best.explain()})")
             quiet -= 1
         else:
             decision = best._replace(anomalous=best.score >= self.raise_at)

@@ -70,8 +70,13 @@ class Ewma(StructState[EwmaState]):
         stat = abs(fast - state.slow) / scale
         active = latch(state.active, stat, self.raise_at, self.clear_at)
         edge = state.slow + math.copysign(self.raise_at * scale, fast - state.slow)
-        reason = f"fast mean {fast:.6g} vs level {state.slow:.6g} ({stat:.2f} sd)"
         return (
-            Decision(squash(stat, self.raise_at), active, edge, reason),
+            Decision(
+                squash(stat, self.raise_at),
+                active,
+                edge,
+                "fast mean %.6g vs level %.6g (%.2f sd)",
+                (fast, state.slow, stat),
+            ),
             EwmaState(state.n + 1, fast, slow, var, active),
         )

@@ -52,10 +52,11 @@ class Flatline(StructState[FlatlineState]):
             new = FlatlineState(state.value, min(state.since_ms, point.ts_ms), state.count + 1)
         else:
             new = FlatlineState(x, point.ts_ms, 1)
-        if any(abs(new.value - v) <= self.tolerance for v in self.exempt):
-            return Decision(0.0, False, None, f"{new.value:.6g} may stay constant"), new
+        if self.exempt and any(abs(new.value - v) <= self.tolerance for v in self.exempt):
+            return Decision(0.0, False, None, "%.6g may stay constant", (new.value,)), new
         seconds = max(0, point.ts_ms - new.since_ms) / 1000.0
         progress = min(new.count / self.min_points, seconds * 1000.0 / self.min_duration_ms)
         score = squash(progress, 1.0)
-        reason = f"{new.value:.6g} for {new.count} readings over {seconds:.0f} s"
-        return Decision(score, progress >= 1.0, self.min_duration_ms / 1000.0, reason), new
+        reason = "%.6g for %d readings over %.0f s"
+        args = (new.value, new.count, seconds)
+        return Decision(score, progress >= 1.0, self.min_duration_ms / 1000.0, reason, args), new

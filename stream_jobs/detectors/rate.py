@@ -58,8 +58,7 @@ class RateOfChange(StructState[RateState]):
         signed = rate if self.direction == "up" else -rate if self.direction == "down" else abs(rate)
         level = max(signed, 0.0)
         active = latch(state.active, level, self.max_per_min, self.clear_ratio * self.max_per_min)
-        reason = f"{rate:+.6g} per minute"
         return (
-            Decision(squash(level, self.max_per_min), active, self.max_per_min, reason),
+            Decision(squash(level, self.max_per_min), active, self.max_per_min, "%+.6g per minute", (rate,)),
             RateState(point.ts_ms, x, active),
         )

@@ -41,8 +41,9 @@ class Silent(StructState[SilentState]):
         limit_ms = self.factor * positive("interval_s", interval_s) * 1000.0
         gap_ms = max(0, now_ms - last)
         silent = gap_ms > limit_ms
-        reason = f"no data for {gap_ms / 1000.0:.0f} s (limit {limit_ms / 1000.0:.0f} s)"
+        reason = "no data for %.0f s (limit %.0f s)"
+        args = (gap_ms / 1000.0, limit_ms / 1000.0)
         return (
-            Decision(squash(gap_ms, limit_ms), silent, limit_ms / 1000.0, reason),
+            Decision(squash(gap_ms, limit_ms), silent, limit_ms / 1000.0, reason, args),
             SilentState(last, silent),
         )

@@ -14,7 +14,9 @@ it by about the edge's own magnitude.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Any
 
 from citystream.errors import ConfigError
 from stream_jobs.detectors.base import Decision, Point
@@ -65,17 +67,21 @@ class Threshold(StructState[ThresholdState]):
         self.alert_level = alert_level
         self.low = float(low) if low is not None else None
         self.hysteresis = float(hysteresis)
+        self._sticky = tuple(b - self.hysteresis for b in self.bounds)
+        """The bounds less the hysteresis: a category is kept while the value is above them."""
+        self._edge = self.bounds[alert_level - 1] if self.bounds else 0.0
+        self._edge_scale = max(abs(self._edge), self.hysteresis, 1e-9)
+        self._low_scale = max(abs(self.low), self.hysteresis, 1e-9) if self.low is not None else 1.0
 
     def initial(self) -> ThresholdState:
         return ThresholdState()
 
     def category(self, value: float, previous: int = 0) -> int:
         """The category of ``value``, staying at ``previous`` while within the hysteresis."""
-        raw = sum(1 for b in self.bounds if value > b)
+        raw = bisect_left(self.bounds, value)  # the number of bounds below the value
         if raw >= previous:
             return raw
-        sticky = sum(1 for b in self.bounds if value > b - self.hysteresis)
-        return min(previous, sticky)
+        return min(previous, bisect_left(self._sticky, value))
 
     def update(self, point: Point, state: ThresholdState) -> tuple[Decision, ThresholdState]:
         x = point.value
@@ -85,22 +91,24 @@ class Threshold(StructState[ThresholdState]):
         low = False
         if self.low is not None:
             low = x < self.low + self.hysteresis if state.low else x < self.low
-        scores: list[tuple[float, float | None, str]] = []
+        # The score is the higher of the two edges' (the high edge wins a tie).
+        score = -1.0
+        limit: float | None = None
+        reason: str = ""
+        args: tuple[Any, ...] = ()
         if self.bounds:
-            edge = self.bounds[self.alert_level - 1]
-            scale = max(abs(edge), self.hysteresis, 1e-9)
-            scores.append((_edge_score(x - edge, scale), edge, f"{x:.6g} is {self.labels[level]}"))
+            score = _edge_score(x - self._edge, self._edge_scale)
+            limit, reason, args = self._edge, "%.6g is %s", (x, self.labels[level])
         if self.low is not None:
-            scale = max(abs(self.low), self.hysteresis, 1e-9)
-            scores.append(
-                (_edge_score(self.low - x, scale), self.low, f"{x:.6g} vs low limit {self.low:.6g}")
-            )
-        score, limit, reason = max(scores, key=lambda s: s[0])
+            low_score = _edge_score(self.low - x, self._low_scale)
+            if low_score > score:
+                score, limit, reason, args = low_score, self.low, "%.6g vs low limit %.6g", (x, self.low)
         alerting_high = bool(self.bounds) and level >= self.alert_level
         if alerting_high:
-            limit = self.bounds[self.alert_level - 1]
-            reason = f"{x:.6g} is {self.labels[level]} (> {limit:.6g})"
+            limit = self._edge
+            reason, args = "%.6g is %s (> %.6g)", (x, self.labels[level], limit)
         elif low:
             limit = self.low
-            reason = f"{x:.6g} is below the low limit {self.low:.6g}"
-        return Decision(score, alerting_high or low, limit, reason), ThresholdState(level, low)
+            reason, args = "%.6g is below the low limit %.6g", (x, self.low)
+        state = state if state.level == level and state.low == low else ThresholdState(level, low)
+        return Decision(score, alerting_high or low, limit, reason, args), state

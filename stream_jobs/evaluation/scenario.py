@@ -109,7 +109,7 @@ class _Replay:
         district, sensor_type = self.where[device]
         current = self.open.get(key)
         if decision.anomalous and current is None:
-            self.open[key] = _Open(ts, decision.score, decision.reason)
+            self.open[key] = _Open(ts, decision.score, decision.explain())
         elif not decision.anomalous and current is not None:
             del self.open[key]
             self.alarms.append(

@@ -124,7 +124,7 @@ def test_threshold_raises_at_bad_and_clears_only_below_the_hysteresis() -> None:
     decisions, state = run(pm25(), points([20, 34, 36, 34, 33, 32.5, 31.9, 40]))
     assert [d.anomalous for d in decisions] == [False, False, True, True, True, True, False, True]
     assert decisions[2].threshold == 35.0
-    assert "bad" in decisions[2].reason
+    assert "bad" in decisions[2].explain()
     assert state.level == 2
 
 
@@ -275,7 +275,7 @@ def test_peer_flags_a_device_far_from_its_district_and_needs_enough_peers() -> N
     assert far.anomalous
     assert far.score > 0.5
     assert not few.anomalous
-    assert few.reason == "only 2 peers"
+    assert few.explain() == "only 2 peers"
 
 
 def test_peer_hysteresis() -> None:
@@ -330,7 +330,7 @@ def test_ensemble_takes_the_best_member_and_stays_quiet_after_a_detection() -> N
     decisions, _ = run(ens, points(values))
     assert decisions[40].anomalous
     assert [d.score for d in decisions[41:44]] == [0.0, 0.0, 0.0]
-    assert decisions[41].reason.startswith("refractory")
+    assert decisions[41].explain().startswith("refractory")
     assert ens.version.startswith("1(excursion:1,zscore:1")
 
 

@@ -51,7 +51,7 @@ def test_air_quality_defaults_use_the_korean_categories() -> None:
     detector = point_detector(pm25)
     decision, _ = detector.update(Point(0, 80.0), detector.initial())
     assert decision.anomalous
-    assert "very_bad" in decision.reason
+    assert "very_bad" in decision.explain()
 
 
 def test_build_shares_one_instance_per_spec() -> None:
