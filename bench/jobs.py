@@ -37,6 +37,7 @@ from bench.ingest import quix_python
 from citystream import codec
 from citystream.geo import DISTRICTS
 from citystream.model import Reading
+from citystream.sensors import SENSOR_TYPES
 from citystream.settings import Settings, get_settings
 from citystream.topics import TELEMETRY_AGG_1M, TELEMETRY_RAW, topic_name
 
@@ -92,6 +93,55 @@ def fleet_readings(n: int, seed: int = 7) -> list[bytes]:
                 break
         k += 1
     return out
+
+
+CITY_DEVICES = 10_000
+"""The W1 fleet: the city's sensor mix, every device reporting once a second."""
+
+
+def city_readings(n: int, seed: int = 7, devices: int = CITY_DEVICES) -> list[bytes]:
+    """``n`` readings of the W1 fleet (the scenario's sensor mix, ``devices`` devices at 1 Hz, about
+    2.4 metrics per reading), in time order, encoded. Values wander inside each metric's range."""
+    from bench.load import build_fleet
+
+    rng = random.Random(seed)
+    fleet = build_fleet(devices, seed, "bench-")
+    ranges = {d.device_id: SENSOR_TYPES[d.sensor_type].metrics for d in fleet}
+    level = {
+        d.device_id: [
+            rng.uniform(m.low + 0.2 * (m.high - m.low), m.low + 0.4 * (m.high - m.low))
+            for m in ranges[d.device_id]
+        ]
+        for d in fleet
+    }
+    start = int(time.time() * 1000) // 60_000 * 60_000 - (n // devices + 10) * 1000
+    out: list[bytes] = []
+    k = 0
+    while len(out) < n:
+        ts = start + k * 1000
+        for d in fleet:
+            lv = level[d.device_id]
+            values = {}
+            for i, m in enumerate(ranges[d.device_id]):
+                lv[i] = min(m.high, max(m.low, lv[i] + rng.gauss(0, 0.002 * (m.high - m.low))))
+                values[m.name] = round(lv[i], 3)
+            reading = Reading(
+                device_id=d.device_id,
+                district=d.district,
+                sensor_type=d.sensor_type,
+                ts=ts + rng.randrange(0, 1000),
+                seq=k,
+                values=values,
+                received_ms=ts + 1200,
+            )
+            out.append(codec.encode(reading))
+            if len(out) == n:
+                break
+        k += 1
+    return out
+
+
+FLEETS = {"city": city_readings, "air_quality": fleet_readings}
 
 
 async def produce(settings: Settings, values: list[bytes]) -> None:
@@ -318,7 +368,7 @@ async def delete_topics(settings: Settings) -> None:
         await admin.close()
 
 
-async def run(total: int, systems: list[str]) -> dict[str, Any]:
+async def run(total: int, systems: list[str], fleet: str = "city") -> dict[str, Any]:
     from stack.kafka import ensure_topics
 
     base = get_settings()
@@ -329,7 +379,10 @@ async def run(total: int, systems: list[str]) -> dict[str, Any]:
     results: list[Result] = []
     try:
         t0 = time.monotonic()
-        await produce(settings, fleet_readings(total))
+        values = FLEETS[fleet](total)
+        sample = values[:20_000]
+        metrics = sum(len(codec.decode(v, Reading).values) for v in sample) / len(sample)
+        await produce(settings, values)
         print(f"produced {total} readings in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         if "faust" in systems:
             results.append(await run_faust(settings, total, logs / "faust.log", detectors=True))
@@ -346,7 +399,9 @@ async def run(total: int, systems: list[str]) -> dict[str, Any]:
     rows = [r._asdict() for r in results]
     report: dict[str, Any] = {
         "readings": total,
-        "metrics_per_reading": 5,
+        "fleet": fleet,
+        "devices": CITY_DEVICES if fleet == "city" else len(DISTRICTS) * DEVICES_PER_DISTRICT,
+        "metrics_per_reading": round(metrics, 2),
         "target_readings_per_s": TARGET_READINGS_S,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "results": rows,
@@ -368,9 +423,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--systems", default="faust,faust-agg,quix", help="comma-separated: faust, faust-agg, quix"
     )
+    parser.add_argument(
+        "--fleet",
+        choices=sorted(FLEETS),
+        default="city",
+        help="city: the W1 fleet (10,000 devices of the city's sensor mix at 1 Hz); "
+        "air_quality: 200 air-quality devices, five metrics per reading",
+    )
     args = parser.parse_args(argv)
     total = args.readings or (100_000 if args.quick else 400_000)
-    report = asyncio.run(run(total, args.systems.split(",")))
+    report = asyncio.run(run(total, args.systems.split(","), args.fleet))
     for r in report["results"]:
         print(
             f"{r['system']:<32} {r['readings_per_s']:>10,.0f} readings/s  "

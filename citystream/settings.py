@@ -124,6 +124,13 @@ class IngestSettings(_Section):
     request_timeout_ms: int = 30_000
     reconnect_max_s: float = 15.0
     shutdown_timeout_s: float = 30.0
+    device_rate_per_s: float = Field(default=20.0, ge=0)
+    """Readings per second one device may sustain (a token bucket per device, refilled at this
+    rate); readings beyond it are dead-lettered as ``rate_limited``. 0 turns the limit off."""
+    device_burst: int = Field(default=100, ge=1)
+    """Readings one device may send at once before ``device_rate_per_s`` applies (the bucket's
+    size). A device's backlog released after an outage arrives at the bridge's pace, so this
+    bounds the backlog that passes (100 is 100 minutes of a device reporting every minute)."""
 
 
 class EvaluationSettings(_Section):
@@ -221,6 +228,15 @@ class JobsSettings(_Section):
     batch_within_s: float = 0.2
     commit_interval_s: float = 2.8
     """How often the worker commits its input offsets (after flushing what it produced)."""
+    state_flush_s: float = Field(default=1.0, ge=0.0)
+    """How often the per-device and per-series state is written to the changelogs. The input
+    records of a batch are acknowledged only once the state they left behind is written, so a
+    restarted worker resumes exactly where its state is; longer means fewer changelog records
+    (a device reporting every second is written once per interval) and more to replay. 0: after
+    every batch."""
+    session_timeout_s: float = Field(default=60.0, ge=6.0)
+    """How long the group waits for a worker that stopped heartbeating (killed, hung) before it
+    hands that worker's partitions to the others."""
     timer_interval_s: float = 5.0
     """How often the silent-device and quality timer runs (wall seconds)."""
     detectors_enabled: bool = True

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
 from citystream import codec
@@ -67,6 +67,47 @@ class Stats:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class StateBuffer:
+    """Changed table values, written together every ``flush_s``, and the input events behind them.
+
+    The events of a batch are held (their acknowledgement deferred) until the state they left
+    behind has been written: Faust commits only acknowledged offsets, so after a crash the
+    restored state is never behind the committed offset (nor ahead of it by more than the
+    events processed again, which every state value skips by its last input offset).
+    """
+
+    def __init__(self, table: Any, flush_s: float) -> None:
+        self.table = table
+        self.flush_s = flush_s
+        self.dirty: dict[str, tuple[int, Callable[[], Any]]] = {}
+        self.held: list[Any] = []
+        self.flushed = time.monotonic()
+
+    def hold(self, events: Iterable[Any]) -> None:
+        """Defer the acknowledgement of ``events`` (Faust acks them once at the end of the batch)."""
+        for event in events:
+            event.message.incref()
+            self.held.append(event)
+
+    def changed(self, partition: int, key: str, value: Callable[[], Any]) -> None:
+        """``key`` (of changelog partition ``partition``) is to be written; ``value`` makes it."""
+        self.dirty[key] = (partition, value)
+
+    def due(self) -> bool:
+        return time.monotonic() - self.flushed >= self.flush_s
+
+    def flush(self, consumer: Any) -> int:
+        """Write every changed value, then acknowledge the held events; returns the count written."""
+        dirty, self.dirty = self.dirty, {}
+        for key, (partition, value) in dirty.items():
+            persist(self.table, partition, key, value())
+        held, self.held = self.held, []
+        for event in held:
+            event.message.ack(consumer)
+        self.flushed = time.monotonic()
+        return len(dirty)
 
 
 def persist(table: Any, partition: int, key: str, value: Any) -> None:

@@ -22,7 +22,7 @@ from stream_jobs import district, windows
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope, jobs_tail_ms, series_partition
 from stream_jobs.app import Jobs
 from stream_jobs.messages import SeriesBatch, SeriesItem
-from stream_jobs.runtime import now_ms, persist, reject, send_all
+from stream_jobs.runtime import StateBuffer, now_ms, reject, send_all
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class WindowJob:
         """Window partition -> series with open windows."""
         self.partitions = jobs.settings.kafka.partitions
         self.lock = asyncio.Lock()
+        self.state = StateBuffer(jobs.tables.series, s.state_flush_s)
 
     def part(self, partition: int) -> SeriesPartition:
         part = self.parts.get(partition)
@@ -95,6 +96,16 @@ class WindowJob:
         self.open.clear()
 
     async def process(self, events: list[Any]) -> None:
+        self.state.hold(events)
+        await self._process(events)
+        if self.state.due():
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the state the processed batches left behind; acknowledge their input."""
+        self.jobs.stats.add("state_writes", self.state.flush(self.jobs.app.consumer))
+
+    async def _process(self, events: list[Any]) -> None:
         stats = self.jobs.stats
         topics = self.jobs.topics
         sends: list[Awaitable[Any]] = []
@@ -208,12 +219,18 @@ class WindowJob:
         self, sends: list[Awaitable[Any]], touched: dict[str, int], partitions: set[int]
     ) -> None:
         await send_all(sends)
-        table = self.jobs.tables.series
         for series, q in touched.items():
-            record = district.dump(self.records[series], self.live[series], series, self.jobs.catalog)
-            persist(table, q, series, record)
-        for q in sorted(partitions):
-            persist(table, q, f"{PARTITION_KEY}{q}", self.parts[q])
+            self._changed(q, series)
+        for q in partitions:
+            self._moved(q)
+
+    def _moved(self, q: int) -> None:
+        part = self.parts[q]
+        self.state.changed(q, f"{PARTITION_KEY}{q}", lambda: part)
+
+    def _changed(self, q: int, series: str) -> None:
+        record, live, catalog = self.records[series], self.live[series], self.jobs.catalog
+        self.state.changed(q, series, lambda: district.dump(record, live, series, catalog))
 
     async def tick(self) -> None:
         """Close what idle sources were holding open (idle markers can come without items)."""
@@ -256,7 +273,15 @@ def install(jobs: Jobs) -> WindowJob:
 
     async def forget(*_: Any, **__: Any) -> None:
         async with job.lock:
+            job.flush()
             job.forget()
+
+    async def flush() -> None:
+        async with job.lock:
+            if job.state.due():
+                job.flush()
+
+    jobs.app.timer(max(s.state_flush_s, 0.1), name="windows-state")(flush)
 
     jobs.app.on_partitions_revoked.connect(forget)
     return job

@@ -26,7 +26,7 @@ from citystream.sensors import SENSOR_TYPES
 from stream_jobs import device
 from stream_jobs.app import Jobs
 from stream_jobs.messages import SeriesBatch, SeriesItem, Signal
-from stream_jobs.runtime import persist, reject, send_all
+from stream_jobs.runtime import StateBuffer, reject, send_all
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class DeviceJob:
         self.intervals: dict[str, float] = {}
         """device_id -> reporting interval (s) from the device registry, when known."""
         self.lock = asyncio.Lock()
+        self.state = StateBuffer(jobs.tables.devices, s.state_flush_s)
         self.ctx = device.Context(
             catalog=jobs.catalog,
             heartbeat_ms=int(s.signal_heartbeat_s * 1000),
@@ -135,6 +136,24 @@ class DeviceJob:
         self.marks.clear()
 
     async def process(self, events: list[Any]) -> None:
+        self.state.hold(events)
+        await self._process(events)
+        if self.state.due():
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the state the processed batches left behind; acknowledge their input."""
+        self.jobs.stats.add("state_writes", self.state.flush(self.jobs.app.consumer))
+
+    def _changed(self, work: device.DeviceWork) -> None:
+        catalog = self.jobs.catalog
+        self.state.changed(work.record.partition, work.record.device_id, lambda: work.dump(catalog))
+
+    def _moved(self, partition: int) -> None:
+        mark = self.marks[partition]
+        self.state.changed(partition, f"{PARTITION_KEY}{partition}", lambda: mark)
+
+    async def _process(self, events: list[Any]) -> None:
         stats = self.jobs.stats
         topics = self.jobs.topics
         out = device.Outputs()
@@ -194,10 +213,10 @@ class DeviceJob:
         stats.add("duplicates", out.duplicates)
         stats.add("replayed", out.replayed)
         await self.send(out, groups, moved, bad)
-        for device_id, work in touched.items():
-            persist(self.jobs.tables.devices, work.record.partition, device_id, work.dump(self.jobs.catalog))
+        for work in touched.values():
+            self._changed(work)
         for partition in moved:
-            persist(self.jobs.tables.devices, partition, f"{PARTITION_KEY}{partition}", self.marks[partition])
+            self._moved(partition)
 
     async def send(
         self,
@@ -321,12 +340,7 @@ class DeviceJob:
             return
         await self.send(out, {}, set(), [])
         for work in changed.values():
-            persist(
-                self.jobs.tables.devices,
-                work.record.partition,
-                work.record.device_id,
-                work.dump(self.jobs.catalog),
-            )
+            self._changed(work)
 
 
 def jobs_tail_ms(jobs: Jobs) -> int:
@@ -351,7 +365,15 @@ def install(jobs: Jobs) -> DeviceJob:
 
     async def forget(*_: Any, **__: Any) -> None:
         async with job.lock:
+            job.flush()
             job.forget()
+
+    async def flush() -> None:
+        async with job.lock:
+            if job.state.due():
+                job.flush()
+
+    jobs.app.timer(max(s.state_flush_s, 0.1), name="device-state")(flush)
 
     jobs.app.on_partitions_revoked.connect(forget)
 
