@@ -390,6 +390,9 @@ class Ours(System):
             "CITYSTREAM_MQTT__SHARE_GROUP": self.ctx.uid,
             "CITYSTREAM_MQTT__SESSION_EXPIRY_S": "300",
             "CITYSTREAM_INGEST__METRICS_PORT": str(self.ingest_port),
+            # the per-device rate limit stays in the hot path at a rate no workload reaches
+            "CITYSTREAM_INGEST__DEVICE_RATE_PER_S": "1000000",
+            "CITYSTREAM_INGEST__DEVICE_BURST": "1000000",
             "CITYSTREAM_SINK__INFLUX_METRICS_PORT": str(self.sink_port),
             "CITYSTREAM_SINK__INFLUX_GROUP": self.groups["sink"],
             "CITYSTREAM_SINK__INFLUX_TOKEN": s.influx.admin_token.get_secret_value(),

@@ -17,6 +17,15 @@ order, so they are ordered per device in Kafka. With several bridges on the shar
 subscription the broker spreads one device's messages over the bridges, and only the
 per-device sequence numbers order them.
 
+Each device may sustain ``ingest.device_rate_per_s`` readings a second after a burst of
+``ingest.device_burst`` (a token bucket per device, :mod:`ingest.ratelimit`, on the bridge's
+receive time). Readings beyond that are dead-lettered as ``rate_limited`` before their payload
+is read, and acknowledged once that record is in Kafka like any other: nothing is lost, and
+``telemetry.raw`` and the stages after it see at most each device's rate, whatever one device
+sends. A throttled device is logged at most once a minute, by id, never with its payload. Each
+bridge limits what it receives, so with several bridges on the shared subscription a device
+may get up to that many times its rate through.
+
 A message for a device the bridge does not know yet (registered a moment ago) waits for a
 registry sync before it is dead-lettered as ``unknown_device``; messages of that topic behind
 it wait with it, so the order holds.
@@ -29,7 +38,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
@@ -44,6 +53,7 @@ from ingest import reasons
 from ingest.metrics import HttpEndpoints, Stats, StatsCollector
 from ingest.mqtt import MqttSource
 from ingest.producer import KafkaWriter, Outgoing
+from ingest.ratelimit import DeviceRateLimiter
 from ingest.registry import RegistryFollower
 from ingest.validate import Validator, device_hint
 
@@ -84,7 +94,11 @@ class Bridge:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsCollector(self.stats, self._gauges))
         self.http = HttpEndpoints(self.registry, self.readiness)
-        self.max_payload_bytes = settings.ingest.max_payload_bytes
+        i = settings.ingest
+        self.max_payload_bytes = i.max_payload_bytes
+        self.limiter = DeviceRateLimiter(i.device_rate_per_s, i.device_burst)
+        self._limit = f"{i.device_rate_per_s:g} readings/s, burst {i.device_burst}"
+        self._limit_detail = f"over the device's rate limit ({self._limit})"
         self._last_seq: dict[str, int] = {}
         self._held: deque[Inbound] = deque()
         self._held_topics: set[bytes] = set()
@@ -175,6 +189,8 @@ class Bridge:
             "kafka_batch_failures": self.writer.failures,
             "kafka_producer_restarts": self.writer.restarts,
             "registry_devices": len(self.follower.entries),
+            "rate_limit_buckets": len(self.limiter),
+            "rate_limited_devices": self.limiter.throttled_devices(now_ms()),
         }
 
     # -- the hot path ---------------------------------------------------------------------
@@ -201,6 +217,8 @@ class Bridge:
             except UnicodeDecodeError:
                 raise RejectedMessageError(reasons.TOPIC_SHAPE, "the topic is not UTF-8") from None
             if route.kind == TELEMETRY:
+                if not self.limiter.take(route.device_id, received_ms):
+                    self._over_limit(route.device_id, received_ms)
                 reading = validator.reading(route, message.payload, received_ms)
                 last = self._last_seq.get(route.device_id)
                 if last is not None and reading.seq <= last:
@@ -240,6 +258,21 @@ class Bridge:
             self.stats.internal_errors += 1
             logger.exception("internal error on a message from %r", message.topic[:200])
             self._dead_letter(reasons.INTERNAL_ERROR, repr(exc)[:500], message)
+
+    def _over_limit(self, device_id: str, received_ms: int) -> NoReturn:
+        """Reject a reading over the device's limit; report the device at most once a minute."""
+        report = self.limiter.report(device_id, received_ms)
+        if report is not None:
+            window = "" if report.since_s is None else f" in the last {report.since_s:.0f} s"
+            logger.warning(
+                "device %s is over its rate limit (%s): %d readings dead-lettered as %s%s",
+                device_id,
+                self._limit,
+                report.throttled,
+                reasons.RATE_LIMITED,
+                window,
+            )
+        raise RejectedMessageError(reasons.RATE_LIMITED, self._limit_detail)
 
     def _dead_letter(self, reason: str, detail: str, message: Inbound) -> None:
         source = message.topic.decode("utf-8", "replace")

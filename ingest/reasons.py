@@ -39,6 +39,8 @@ code                  meaning
 ``timestamp_future``  the device time is more than ``ingest.max_future_s`` ahead of the bridge
 ``timestamp_past``    the device time is more than ``ingest.max_age_s`` behind the bridge
 ``bad_status``        a status message is neither ``online`` nor ``offline``
+``rate_limited``      the device sent readings faster than ``ingest.device_rate_per_s`` beyond
+                      a burst of ``ingest.device_burst`` (checked before the payload is read)
 ``internal_error``    the bridge failed on the message (a bug); it is kept here, not lost
 ===================== ===========================================================================
 
@@ -73,6 +75,7 @@ SENML_INVALID = "senml_invalid"
 TIMESTAMP_FUTURE = "timestamp_future"
 TIMESTAMP_PAST = "timestamp_past"
 BAD_STATUS = "bad_status"
+RATE_LIMITED = "rate_limited"
 INTERNAL_ERROR = "internal_error"
 
 ALL: tuple[str, ...] = (
@@ -100,6 +103,7 @@ ALL: tuple[str, ...] = (
     TIMESTAMP_FUTURE,
     TIMESTAMP_PAST,
     BAD_STATUS,
+    RATE_LIMITED,
     INTERNAL_ERROR,
 )
 """Every reason code, in the order of the table above."""

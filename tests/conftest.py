@@ -12,9 +12,14 @@ from citystream.settings import Settings, get_settings
 
 
 def isolated(settings: Settings, uid: str) -> Settings:
-    """Settings whose topics, consumer groups, MQTT root and buckets belong to one test."""
+    """Settings whose topics, consumer groups, MQTT root and buckets belong to one test.
+
+    The per-device rate limit is off: delivery tests push a few devices far beyond a real
+    device's rate on purpose; the tests of the limit turn it on.
+    """
     return settings.model_copy(
         update={
+            "ingest": settings.ingest.model_copy(update={"device_rate_per_s": 0.0}),
             "kafka": settings.kafka.model_copy(update={"topic_prefix": f"t{uid}."}),
             "mqtt": settings.mqtt.model_copy(update={"topic_root": f"t{uid}", "share_group": f"g{uid}"}),
             "influx": settings.influx.model_copy(

@@ -194,6 +194,8 @@ class BridgeProcess:
             "CITYSTREAM_MQTT__SHARE_GROUP": settings.mqtt.share_group,
             "CITYSTREAM_INGEST__INSTANCE": instance,
             "CITYSTREAM_INGEST__METRICS_PORT": str(self.port),
+            "CITYSTREAM_INGEST__DEVICE_RATE_PER_S": str(settings.ingest.device_rate_per_s),
+            "CITYSTREAM_INGEST__DEVICE_BURST": str(settings.ingest.device_burst),
             "CITYSTREAM_LOG_LEVEL": "INFO",
         }
         self.proc: subprocess.Popen[bytes] | None = None

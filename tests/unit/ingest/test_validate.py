@@ -74,9 +74,11 @@ def test_the_corpus_has_at_least_thirty_inputs_and_covers_the_reasons() -> None:
     assert len(CORPUS) >= 30
     covered = {b.reason for b in CORPUS}
     # unknown_district cannot pass the broker's ACL and internal_error is a bug; both are below.
+    # rate_limited is the bridge's, not the validator's (tests/unit/ingest/test_ratelimit.py).
     assert set(reasons.ALL) - covered == {
         reasons.UNKNOWN_DISTRICT,
         reasons.DEVICE_REVOKED,
+        reasons.RATE_LIMITED,
         reasons.INTERNAL_ERROR,
     }
 
