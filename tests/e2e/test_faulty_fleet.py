@@ -13,9 +13,6 @@ jobs work in event time, so the result does not depend on the pace.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +23,9 @@ from citystream.model import AlertEvent, AlertEventKind
 from citystream.settings import Settings
 from citystream.topics import ALERTS_EVENTS, TELEMETRY_AGG_1M, topic_name
 from stream_jobs.evaluation.scenario import Alarm, match, read_labels
+from tests.e2e.stages import simulate
 from tests.helpers import read_topic, wait_for
-from tests.integration.ingest_support import REPO, BridgeProcess
+from tests.integration.ingest_support import BridgeProcess
 from tests.jobs_worker import JobsWorker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -49,22 +47,6 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[tuple[BridgeProcess
     bridge.close()
     jobs.stop()
     print(jobs.tail())  # shown when the test failed
-
-
-def simulate(settings: Settings, uid: str, labels: Path) -> None:
-    env = {
-        **os.environ,
-        "CITYSTREAM_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "CITYSTREAM_MQTT__TOPIC_ROOT": settings.mqtt.topic_root,
-    }
-    subprocess.run(
-        [
-            sys.executable, "-m", "cli.main", "simulate", "--scenario", "faulty-fleet",
-            "--start", "now", "--rate", "0", "--connection", "gateway", "--id-prefix", f"t{uid}-",
-            "--labels", str(labels), "--no-progress", "--clear-status",
-        ],
-        cwd=REPO, env=env, check=True, timeout=600,
-    )  # fmt: skip
 
 
 def alarms_of(events: list[AlertEvent]) -> list[Alarm]:
@@ -111,7 +93,10 @@ async def test_faulty_fleet_alerts_exactly_on_its_incidents(
     settings: Settings, uid: str, tmp_path: Path, pipeline: tuple[BridgeProcess, JobsWorker]
 ) -> None:
     labels_path = tmp_path / "labels.jsonl"
-    await asyncio.to_thread(simulate, settings, uid, labels_path)
+    await asyncio.to_thread(
+        simulate, settings, "faulty-fleet", "--start", "now", "--rate", "0", "--connection", "gateway",
+        "--id-prefix", f"t{uid}-", "--labels", str(labels_path),
+    )  # fmt: skip
     labels = read_labels(labels_path)
     # Windows close a grace after the sources have passed them, also when the sources fall idle.
     end = max(label.end_ms for label in labels) - (GRACE_S + 120) * 1000

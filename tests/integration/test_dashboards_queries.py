@@ -36,13 +36,13 @@ from citystream.model import (
 )
 from citystream.sensors import SENSOR_TYPES
 from citystream.settings import Settings
-from dashboards import alerts, catalogue, city, flux, probe
+from dashboards import alerts, city, flux, probe
 from dashboards import district as district_board
 from dashboards.interpolate import interpolate
-from dashboards.panels import LANGUAGES
 from ingest.metrics import Stats, StatsCollector
 from sinks import lineproto, monitor
 from sinks.metrics import InfluxSinkMetrics
+from tests import dashboard_queries
 from tests.helpers import create_buckets
 
 pytestmark = pytest.mark.integration
@@ -272,17 +272,8 @@ def _pipeline_points(start: int, rng: random.Random) -> list[Any]:
 # -- the dashboards' queries -------------------------------------------------------------------
 
 
-def _queries() -> list[tuple[str, probe.PanelQuery]]:
-    return [
-        (lang, q)
-        for lang in LANGUAGES
-        for file, dashboard in catalogue.render_all(lang, ("city", "city_agg")).items()
-        for q in probe.panel_queries(file, dashboard)
-    ]
-
-
-ALL_QUERIES = _queries()
-QUERIES = [pytest.param(q, id=f"{lang}:{q.file.removesuffix('.json')}:{q.ref}") for lang, q in ALL_QUERIES]
+ALL_QUERIES = dashboard_queries.all_queries()
+QUERIES = dashboard_queries.cases(ALL_QUERIES)
 
 
 @pytest.fixture(scope="module")
@@ -306,38 +297,25 @@ def seeded(stack_settings: Settings) -> Iterator[tuple[Settings, Seeded]]:
 
 
 def _values(s: Settings) -> dict[str, str]:
-    return {
-        "bucket_raw": s.influx.bucket_raw,
-        "bucket_agg": s.influx.bucket_agg,
-        "lookback": "1d",
-        "district": "gangnam",
-        "sensor_type": "air_quality",
-        "device": DEVICE,
-        "metric": "pm25",
-    }
+    return dashboard_queries.variables(
+        s, lookback="1d", district="gangnam", sensor_type="air_quality", device=DEVICE, metric="pm25"
+    )
 
 
 @pytest.mark.parametrize("query", QUERIES)
 def test_panel_query_returns_the_shape_its_panel_needs(
     seeded: tuple[Settings, Seeded], query: probe.PanelQuery
 ) -> None:
+    # The seed has data for every panel, so every panel that shows numbers shows some not zero.
     s, data = seeded
-    i = s.influx
-    with InfluxDBClient(
-        url=i.url, token=i.admin_token.get_secret_value(), org=i.org, timeout=30_000
-    ) as client:
-        outcome = probe.run(
-            client.query_api(),
-            query,
-            _values(s),
-            start=data.now - timedelta(hours=1),
-            stop=data.now + timedelta(minutes=1),
-            window_s=60,
-        )
-    assert outcome.ok, f"{query.id}: {outcome.problems}\n{query.query}"
-    if query.kind in ("stat", "timeseries", "geomap", "barchart"):
-        # The seed has data for every panel, so a query that silently matches nothing shows as zeros.
-        assert any(n != 0 for n in outcome.numbers), f"{query.id}: only zeros {outcome.numbers[:10]}"
+    dashboard_queries.assert_fits_its_panel(
+        s,
+        query,
+        _values(s),
+        start=data.now - timedelta(hours=1),
+        stop=data.now + timedelta(minutes=1),
+        window_s=60,
+    )
 
 
 # -- what the panels show on the seeded data -----------------------------------------------------
@@ -346,23 +324,15 @@ def test_panel_query_returns_the_shape_its_panel_needs(
 def _rows(seeded: tuple[Settings, Seeded], query: str, **values: str) -> list[dict[str, Any]]:
     """All rows of one query (variables substituted) as plain dicts."""
     s, data = seeded
-    i = s.influx
-    text = interpolate(
+    result = dashboard_queries.tables(
+        s,
         flux.program(query),
         {**_values(s), **values},
         start=data.now - timedelta(hours=1),
         stop=data.now + timedelta(minutes=1),
         window_s=60,
     )
-    with InfluxDBClient(
-        url=i.url, token=i.admin_token.get_secret_value(), org=i.org, timeout=30_000
-    ) as client:
-        tables = client.query_api().query(text)
-    return [
-        {k: v for k, v in row.items() if k not in probe.CLIENT_COLUMNS}
-        for t in probe.values_of(tables)
-        for row in t
-    ]
+    return dashboard_queries.rows(result)
 
 
 def test_city_map_colours_every_district_by_its_newest_pm25(seeded: tuple[Settings, Seeded]) -> None:
