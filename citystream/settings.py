@@ -214,6 +214,9 @@ class JobsSettings(_Section):
     """Faust app id (the consumer group and the prefix of its internal topics)."""
     web_enabled: bool = False
     web_port: int = 6066
+    metrics_port: int = Field(default=9105, ge=0, le=65535)
+    """Prometheus ``/metrics`` of the worker (0: off)."""
+    metrics_host: str = "127.0.0.1"
     grace_s: float = 60.0
     """Event-time grace for late readings: a window closes when the watermark passes its end
     plus this."""

@@ -41,7 +41,7 @@ from collections import deque
 from typing import NamedTuple, NoReturn
 
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from citystream import codec
 from citystream.addressing import TELEMETRY
@@ -93,6 +93,7 @@ class Bridge:
         self.mqtt = MqttSource(settings, self._on_publish, client_id=client_id)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsCollector(self.stats, self._gauges))
+        ProcessCollector(registry=self.registry)  # CPU and memory, for the pipeline monitor
         self.http = HttpEndpoints(self.registry, self.readiness)
         i = settings.ingest
         self.max_payload_bytes = i.max_payload_bytes

@@ -68,7 +68,7 @@ from sinks.batch import Batch, Buffer, CommitQueue, Partition
 from sinks.dlq import DeadLetters
 from sinks.lineproto import LineProtocolError, line_encoder
 from sinks.loop import ConsumerLoop
-from sinks.metrics import HttpServer, InfluxSinkMetrics, health_routes
+from sinks.metrics import HttpServer, InfluxSinkMetrics, health_routes, process_registry
 from sinks.retry import Backoff, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ class InfluxSink(ConsumerLoop):
         super().__init__(settings)
         s = settings.sink
         self._token = token or sink_token(settings)
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or process_registry()
         self.metrics = InfluxSinkMetrics(self.registry)
         self.routes = routes(settings)
         self._buffer = Buffer(s.batch_size, s.flush_interval_s)

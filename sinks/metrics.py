@@ -19,6 +19,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
@@ -206,3 +207,10 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with the process' CPU and memory (``process_*``, read by the pipeline monitor)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return registry

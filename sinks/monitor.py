@@ -317,11 +317,14 @@ def read_pid(path: Path) -> int | None:
 def default_targets(settings: Settings) -> dict[str, str]:
     """The local pipeline processes' ``/metrics`` (used when ``monitor.targets`` is empty)."""
     host = "127.0.0.1"
-    return {
+    targets = {
         "ingest": f"http://{host}:{settings.ingest.metrics_port}/metrics",
         "sink-influx": f"http://{host}:{settings.sink.influx_metrics_port}/metrics",
         "sink-webhook": f"http://{host}:{settings.sink.webhook_metrics_port}/metrics",
     }
+    if settings.jobs.metrics_port:
+        targets["jobs"] = f"http://{host}:{settings.jobs.metrics_port}/metrics"
+    return targets
 
 
 class MonitorError(CitystreamError):

@@ -43,7 +43,7 @@ from citystream.topics import ALERTS_EVENTS, topic_name
 from sinks.batch import OffsetTracker, Partition
 from sinks.dlq import DeadLetters
 from sinks.loop import ConsumerLoop
-from sinks.metrics import HttpServer, WebhookMetrics, health_routes
+from sinks.metrics import HttpServer, WebhookMetrics, health_routes, process_registry
 from sinks.retry import Backoff, parse_retry_after
 from sinks.signing import signed_headers
 
@@ -172,7 +172,7 @@ class WebhookSink(ConsumerLoop):
         super().__init__(settings)
         s = settings.sink
         self.subscribers = tuple(settings.sink.webhook_subscribers if subscribers is None else subscribers)
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or process_registry()
         self.metrics = WebhookMetrics(self.registry)
         self.topic = topic_name(ALERTS_EVENTS, settings.kafka)
         self._tracker = OffsetTracker()

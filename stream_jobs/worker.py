@@ -9,6 +9,7 @@ import logging
 import faust
 
 from citystream.settings import Settings
+from stream_jobs import metrics
 from stream_jobs.app import create_app
 
 logger = logging.getLogger(__name__)
@@ -19,8 +20,10 @@ async def ensure_internal_topics(settings: Settings, names: dict[str, bool]) -> 
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
+    from citystream.kafka_client import Principal, client_kwargs
+
     k = settings.kafka
-    admin = AIOKafkaAdminClient(bootstrap_servers=k.bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings, Principal.JOBS))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -55,6 +58,7 @@ def run(settings: Settings, loglevel: str = "INFO") -> int:
     topics = {jobs.topics.series.get_topic_name(): False, jobs.topics.signals.get_topic_name(): False}
     topics.update({t.changelog_topic.get_topic_name(): True for t in jobs.tables})
     asyncio.run(ensure_internal_topics(settings, topics))
+    metrics.serve(settings, jobs.stats)
     asyncio.set_event_loop(asyncio.new_event_loop())
     logger.info(
         "stream jobs %s on %s (partitions %d, grace %.0f s)",

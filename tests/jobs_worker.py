@@ -21,6 +21,8 @@ class JobsWorker:
             **os.environ,
             "CITYSTREAM_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
             "CITYSTREAM_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
+            # Tests run several workers at once: no /metrics unless a test asks for a port.
+            "CITYSTREAM_JOBS__METRICS_PORT": "0",
             **{f"CITYSTREAM_JOBS__{k.upper()}": v for k, v in jobs.items()},
         }
         self.log = log

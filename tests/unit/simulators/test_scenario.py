@@ -9,7 +9,7 @@ from simulators.errors import ScenarioError
 from simulators.run import override
 from simulators.scenario import Kind, from_dict, parse, parse_start, seconds
 
-BUILT_IN = ("faulty-fleet", "flood-watch", "seoul-normal-day", "seoul-rush-hour", "yellow-dust")
+BUILT_IN = ("faulty-fleet", "flood-watch", "quick-tour", "seoul-normal-day", "seoul-rush-hour", "yellow-dust")
 
 
 @pytest.mark.parametrize(
