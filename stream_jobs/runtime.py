@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
+import msgspec
+
 from citystream import codec
 from citystream.model import DlqRecord
 
@@ -98,22 +100,35 @@ class StateBuffer:
     def due(self) -> bool:
         return time.monotonic() - self.flushed >= self.flush_s
 
-    def flush(self, consumer: Any) -> int:
-        """Write every changed value, then acknowledge the held events; returns the count written."""
+    async def flush(self, consumer: Any) -> int:
+        """Write every changed value, wait until Kafka has them all, then acknowledge the held
+        events; returns the count written.
+
+        The wait matters: Faust's flush before a commit gives up on a slow producer buffer, so
+        an acknowledged offset could otherwise be committed before the state it depends on.
+        """
         dirty, self.dirty = self.dirty, {}
-        for key, (partition, value) in dirty.items():
-            persist(self.table, partition, key, value())
         held, self.held = self.held, []
+        self.flushed = time.monotonic()
+        written = [persist(self.table, partition, key, value()) for key, (partition, value) in dirty.items()]
+        if written:
+            await asyncio.gather(*written)
         for event in held:
             event.message.ack(consumer)
-        self.flushed = time.monotonic()
         return len(dirty)
 
 
-def persist(table: Any, partition: int, key: str, value: Any) -> None:
-    """Set a table value and log it to the changelog partition ``partition``."""
+def persist(table: Any, partition: int, key: str, value: Any) -> Awaitable[Any]:
+    """Set a table value and log it to the changelog partition ``partition``.
+
+    The changelog gets the value's bytes as they are now: Faust serialises a buffered changelog
+    record only when it sends it, and the agents keep mutating their working copies, so a lazy
+    record could carry the state of a later batch whose outputs are not in Kafka yet (a restarted
+    worker would then skip that batch's input as already done).
+    """
     table.data[key] = value
-    table.send_changelog(partition, key, value)
+    sent: Awaitable[Any] = table.send_changelog(partition, key, msgspec.Raw(codec.encode(value)))
+    return sent
 
 
 async def send_all(sends: Iterable[Awaitable[Any]]) -> None:

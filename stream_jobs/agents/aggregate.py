@@ -99,11 +99,11 @@ class WindowJob:
         self.state.hold(events)
         await self._process(events)
         if self.state.due():
-            self.flush()
+            await self.flush()
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Write the state the processed batches left behind; acknowledge their input."""
-        self.jobs.stats.add("state_writes", self.state.flush(self.jobs.app.consumer))
+        self.jobs.stats.add("state_writes", await self.state.flush(self.jobs.app.consumer))
 
     async def _process(self, events: list[Any]) -> None:
         stats = self.jobs.stats
@@ -273,13 +273,13 @@ def install(jobs: Jobs) -> WindowJob:
 
     async def forget(*_: Any, **__: Any) -> None:
         async with job.lock:
-            job.flush()
+            await job.flush()
             job.forget()
 
     async def flush() -> None:
         async with job.lock:
             if job.state.due():
-                job.flush()
+                await job.flush()
 
     jobs.app.timer(max(s.state_flush_s, 0.1), name="windows-state")(flush)
 

@@ -129,10 +129,10 @@ class AlertJob:
             stats.add(f"alert_{ev.kind.value}")
         await send_all(sends)
         table = self.jobs.tables.alerts
-        for key, p in changed.items():
-            persist(table, p, key, self.tracks[key][1])
-        for p in sorted(partitions):
-            persist(table, p, f"{PARTITION_KEY}{p}", self.parts[p])
+        written = [persist(table, p, key, self.tracks[key][1]) for key, p in changed.items()]
+        written += [persist(table, p, f"{PARTITION_KEY}{p}", self.parts[p]) for p in sorted(partitions)]
+        # The batch is acknowledged when this returns: its state must be in Kafka first.
+        await asyncio.gather(*written)
 
     def _command(
         self, command: AlertCommand, p: int, part: AlertPartition, changed: dict[str, int]

@@ -139,11 +139,11 @@ class DeviceJob:
         self.state.hold(events)
         await self._process(events)
         if self.state.due():
-            self.flush()
+            await self.flush()
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Write the state the processed batches left behind; acknowledge their input."""
-        self.jobs.stats.add("state_writes", self.state.flush(self.jobs.app.consumer))
+        self.jobs.stats.add("state_writes", await self.state.flush(self.jobs.app.consumer))
 
     def _changed(self, work: device.DeviceWork) -> None:
         catalog = self.jobs.catalog
@@ -365,13 +365,13 @@ def install(jobs: Jobs) -> DeviceJob:
 
     async def forget(*_: Any, **__: Any) -> None:
         async with job.lock:
-            job.flush()
+            await job.flush()
             job.forget()
 
     async def flush() -> None:
         async with job.lock:
             if job.state.due():
-                job.flush()
+                await job.flush()
 
     jobs.app.timer(max(s.state_flush_s, 0.1), name="device-state")(flush)
 
