@@ -6,6 +6,11 @@ measures how long until every partition that broker led has a new leader among t
 (from the survivors' metadata), how long the producer went without an acknowledgement, then
 reads the topic back and checks that every acknowledged ``key:seq`` is there. Optionally it
 restarts the broker and measures until it is back in every partition's in-sync replicas.
+
+The probes serve larger drills too (``tests/integration/pipeline_chaos.py`` runs the pipeline's
+own processes on the cluster): :meth:`MetadataProbe.layouts` follows several topics at once,
+:class:`GroupProbe` follows a consumer group's members, their partitions and its committed
+offsets (to time a rebalance after a worker died, and the moment every partition moves again).
 """
 
 from __future__ import annotations
@@ -21,18 +26,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
 
 from citystream.errors import StackError
 from citystream.kafka_client import Principal, client_kwargs
+from citystream.settings import Settings
 from stack.kafka_cluster import KafkaCluster
 
 logger = logging.getLogger(__name__)
 
 Layout = dict[int, tuple[int, tuple[int, ...]]]
 """partition -> (leader node id, in-sync replica node ids)."""
+TopicLayout = dict[tuple[str, int], tuple[int, tuple[int, ...]]]
+"""(topic, partition) -> (leader node id, in-sync replica node ids)."""
 
 
 @dataclass
@@ -81,12 +91,86 @@ class MetadataProbe:
         await self._client.close()
 
     async def layout(self, topic: str, node_id: int) -> Layout:
-        response = await self._client.send(node_id, MetadataRequest([topic]))
-        out: Layout = {}
+        return {p: where for (_, p), where in (await self.layouts([topic], node_id)).items()}
+
+    async def layouts(self, topics: list[str], node_id: int) -> TopicLayout:
+        """Leaders and ISRs of every partition of ``topics`` as ``node_id`` sees them."""
+        response = await self._client.send(node_id, MetadataRequest(topics))
+        out: TopicLayout = {}
         for t in response.to_object()["topics"]:
             for p in t["partitions"]:
-                out[p["partition"]] = (p["leader"], tuple(sorted(p["isr"])))
+                out[t["topic"], p["partition"]] = (p["leader"], tuple(sorted(p["isr"])))
         return out
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """One look at a consumer group: its members' partitions and its committed offsets."""
+
+    state: str
+    members: dict[str, frozenset[TopicPartition]]
+    """Member id -> the partitions assigned to it."""
+    committed: dict[TopicPartition, int]
+
+    def owners(self, topic: str) -> dict[str, set[int]]:
+        """Member id -> the partitions of ``topic`` it owns."""
+        return {m: {tp.partition for tp in tps if tp.topic == topic} for m, tps in self.members.items()}
+
+
+class GroupProbe:
+    """A consumer group seen through the admin API: members, assignments, committed offsets.
+
+    The assignment is read from the group coordinator (``DescribeGroups``) in the consumer
+    protocol's wire form, which Faust's assignor uses too.
+    """
+
+    def __init__(self, settings: Settings, group: str, request_timeout_s: float = 5.0) -> None:
+        self.group = group
+        self.timeout_s = request_timeout_s
+        self._admin = AIOKafkaAdminClient(
+            request_timeout_ms=int(request_timeout_s * 1000), **client_kwargs(settings, Principal.ADMIN)
+        )
+
+    async def start(self) -> None:
+        await self._admin.start()
+
+    async def close(self) -> None:
+        await self._admin.close()
+
+    async def coordinator(self) -> int:
+        node: int = await asyncio.wait_for(self._admin.find_coordinator(self.group), self.timeout_s)
+        return node
+
+    async def view(self) -> GroupView:
+        responses = await asyncio.wait_for(self._admin.describe_consumer_groups([self.group]), self.timeout_s)
+        state, members = "Dead", {}
+        for response in responses:
+            for g in response.to_object()["groups"]:
+                if g["error_code"]:
+                    raise for_code(g["error_code"])(f"describing group {self.group}")
+                state = g["state"]
+                for m in g["members"]:
+                    raw = m["member_assignment"]
+                    tps = ConsumerProtocolMemberAssignment.decode(raw).partitions() if raw else []
+                    members[m["member_id"]] = frozenset(tps)
+        offsets = await asyncio.wait_for(self._admin.list_consumer_group_offsets(self.group), self.timeout_s)
+        committed = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        return GroupView(state, members, committed)
+
+    async def wait(
+        self, holds: Callable[[GroupView], bool], timeout_s: float, interval_s: float = 0.2
+    ) -> tuple[float, GroupView] | None:
+        """Poll until ``holds``; (seconds waited, the view) or ``None`` (errors count as "not yet")."""
+        t0 = time.monotonic()
+        while time.monotonic() < t0 + timeout_s:
+            try:
+                view = await self.view()
+            except (KafkaError, TimeoutError):
+                view = None
+            if view is not None and holds(view):
+                return time.monotonic() - t0, view
+            await asyncio.sleep(interval_s)
+        return None
 
 
 async def _read_back(
@@ -169,6 +253,26 @@ async def _wait_layout(
     while time.monotonic() < t0 + timeout_s:
         try:
             layout = await probe.layout(topic, node_id)
+        except KafkaError:
+            layout = {}
+        if layout and holds(layout):
+            return time.monotonic() - t0, layout
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def wait_topic_layouts(
+    probe: MetadataProbe,
+    topics: list[str],
+    node_id: int,
+    holds: Callable[[TopicLayout], bool],
+    timeout_s: float,
+) -> tuple[float, TopicLayout] | None:
+    """``_wait_layout`` over several topics at once (a pipeline's topics, ``__consumer_offsets``)."""
+    t0 = time.monotonic()
+    while time.monotonic() < t0 + timeout_s:
+        try:
+            layout = await probe.layouts(topics, node_id)
         except KafkaError:
             layout = {}
         if layout and holds(layout):

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import faust
 
+from citystream.kafka_client import Principal, bootstrap_servers, sasl_credentials
 from citystream.settings import Settings
 from citystream.topics import (
     ALERTS,
@@ -59,6 +60,18 @@ def catalog_of(settings: Settings) -> Catalog:
     return Catalog()
 
 
+def broker_urls(settings: Settings) -> str:
+    """Every bootstrap broker as Faust takes them (``kafka://a:9092;kafka://b:9092``), so the
+    worker still finds the cluster when one of them is down."""
+    return ";".join(f"kafka://{address}" for address in bootstrap_servers(settings.kafka).split(","))
+
+
+def credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """The worker's own principal (``jobs``) when Kafka requires SASL; ``None`` in plaintext."""
+    creds = sasl_credentials(settings, Principal.JOBS)
+    return None if creds is None else faust.SASLCredentials(**creds)
+
+
 def create_app(settings: Settings, catalog: Catalog | None = None) -> Jobs:
     """The configured app with every agent installed (not started)."""
     faust_codec.register()
@@ -67,7 +80,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> Jobs:
     ident = app_id(settings)
     app = faust.App(
         ident,
-        broker=f"kafka://{k.bootstrap.split(',')[0]}",
+        broker=broker_urls(settings),
+        broker_credentials=credentials(settings),
+        broker_session_timeout=j.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, j.session_timeout_s / 3),
         store="memory://",
         datadir=str(settings.stack.state_dir / "jobs" / ident),
         autodiscover=False,

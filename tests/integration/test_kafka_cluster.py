@@ -2,12 +2,15 @@
 
 Replication factor 3, min in-sync replicas 2, producer ``acks=all`` with idempotence. The
 drill prints its figures (leader failover time, producer stall, rejoin time); run with ``-s``
-or look at the captured stdout to see them.
+or look at the captured stdout to see them. The chaos round runs the pipeline's own
+processes on the cluster (two bridges, two stream workers, a Mosquitto of its own) and kills
+a broker and a worker mid-stream (``tests/integration/pipeline_chaos.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from citystream.topics import TELEMETRY_RAW
 from stack.failover import broker_failover_drill
 from stack.kafka_cluster import KafkaCluster
 from stack.sandbox import sandbox_settings
+from tests.integration.pipeline_chaos import RoundConfig, chaos_round
 
 pytestmark = [
     pytest.mark.integration,
@@ -58,4 +62,24 @@ async def test_killing_a_broker_mid_stream_loses_nothing(cluster: KafkaCluster) 
     assert report.failed_sends == 0
     assert report.missing == []
     assert report.acknowledged == report.sent > 0
+    assert report.rejoin_s is not None
+
+
+async def test_chaos_round_broker_and_worker_killed_mid_stream(
+    cluster: KafkaCluster, uid: str, tmp_path: Path
+) -> None:
+    """Two bridges and two stream workers on the cluster; a broker and a worker get SIGKILL."""
+    report = await chaos_round(cluster, uid, tmp_path, RoundConfig())
+    print(report.summary())  # the figures of the round
+    assert report.leaders_s is not None, "the survivors never led every partition"
+    assert report.rebalance_s is not None, "the surviving worker never owned every partition"
+    assert report.resumed_s is not None, "the surviving worker never processed every partition"
+    assert report.members_after == 1
+    assert report.survivor_partitions == list(range(cluster.settings.kafka.partitions))
+    assert report.published > 0
+    assert report.missing == []
+    assert report.in_raw == report.published
+    assert report.windows_expected >= 2 * 2 * 2, "too few closed windows to judge (districts x metrics x 2)"
+    assert report.window_mismatches == {}
+    assert report.extra_windows == []
     assert report.rejoin_s is not None

@@ -7,9 +7,11 @@ shared local stack is not touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 import ssl
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +28,19 @@ from aiokafka.errors import (
     for_code,
 )
 
-from citystream.kafka_client import Principal, client_kwargs, ssl_context
-from citystream.settings import Settings, get_settings
-from citystream.topics import ALERTS, DEVICES, TELEMETRY_RAW
+from citystream import codec
+from citystream.kafka_client import Principal, cafile, client_kwargs, password_env, ssl_context
+from citystream.model import Aggregate, Reading
+from citystream.settings import Settings, get_settings, secrets_path
+from citystream.topics import ALERTS, DEVICES, TELEMETRY_AGG_1M, TELEMETRY_RAW
+from sinks.monitor import Monitor
 from stack import tls
 from stack.kafka_cluster import KafkaCluster
 from stack.sandbox import sandbox_settings
+from stack.secrets import write_env_file
+from stream_jobs.app import app_id
+from tests.helpers import wait_for
+from tests.jobs_worker import JobsWorker
 
 pytestmark = [
     pytest.mark.integration,
@@ -240,3 +249,96 @@ async def test_sasl_scram_without_tls(tmp_path: Path) -> None:
         )
     finally:
         await asyncio.to_thread(cluster.daemon.stop)
+
+
+async def test_stream_worker_runs_as_its_own_principal(secured: Settings, uid: str, tmp_path: Path) -> None:
+    """``python -m stream_jobs`` on the SASL_SSL listener with only the ``jobs`` password: it
+    reads readings, writes aggregates under its ACLs, and the monitor sees its group's lag."""
+    s = secured.model_copy(
+        update={"jobs": secured.jobs.model_copy(update={"app_id": f"{secured.jobs.app_id}-{uid}"})}
+    )
+    k = s.kafka
+    # The worker's state folder holds its own password only, as a deployment would give it.
+    write_env_file(
+        secrets_path(s.stack.state_dir), {password_env(Principal.JOBS): k.jobs_password.get_secret_value()}
+    )
+    worker = JobsWorker(
+        s, tmp_path / "worker.log", app_id=s.jobs.app_id, grace_s="5", idle_source_s="2", timer_interval_s="1"
+    )
+    worker.env.update(
+        {
+            "CITYSTREAM_STACK__STATE_DIR": str(s.stack.state_dir),
+            "CITYSTREAM_KAFKA__SECURITY": k.security,
+            "CITYSTREAM_KAFKA__SASL_MECHANISM": k.sasl_mechanism,
+            "CITYSTREAM_KAFKA__SSL_CAFILE": str(cafile(s)),
+            "CITYSTREAM_KAFKA__PARTITIONS": str(k.partitions),
+            "CITYSTREAM_KAFKA__REPLICATION_FACTOR": str(k.replication_factor),
+        }
+    )
+    now = int(time.time() * 1000)
+    t0 = now - now % 60_000 - 10 * 60_000
+    devices = [f"aq-{uid}-{i}" for i in range(4)]
+    readings = [
+        Reading(
+            device_id=d, district="dobong", sensor_type="air_quality", ts=t0 + n * 10_000, seq=n,
+            values={"pm25": 10.0 + n % 5}, received_ms=t0 + n * 10_000 + 200,
+        )
+        for n in range(18)  # three minutes: the first two close
+        for d in devices
+    ]  # fmt: skip
+    producer = AIOKafkaProducer(**client_kwargs(s, Principal.INGEST), acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for r in readings:
+            await producer.send(TELEMETRY_RAW, codec.encode(r), key=r.device_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    got: dict[int, int] = {}
+
+    async def two_windows() -> bool:
+        consumer = AIOKafkaConsumer(**client_kwargs(s, Principal.ADMIN), enable_auto_commit=False)
+        tps = [TopicPartition(TELEMETRY_AGG_1M, p) for p in range(k.partitions)]
+        consumer.assign(tps)
+        try:
+            await consumer.start()
+            await consumer.seek_to_beginning(*tps)
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        finally:
+            await consumer.stop()
+        for record in (r for recs in batch.values() for r in recs if r.value):
+            a = codec.decode(record.value, Aggregate)
+            if a.district == "dobong" and a.metric == "pm25":
+                got[a.window_start] = a.count
+        return len(got) >= 2
+
+    worker.start()
+    try:
+        await wait_for(two_windows, 90, "the worker's aggregates", interval_s=1.0)
+        assert got == {t0: 6 * len(devices), t0 + 60_000: 6 * len(devices)}
+        monitor_settings = s.model_copy(
+            update={
+                "monitor": s.monitor.model_copy(
+                    update={"targets": {"none": "http://127.0.0.1:9/metrics"}, "consumer_groups": [app_id(s)]}
+                )
+            }
+        )
+        lines: list[str] = []
+
+        async def lag_sampled() -> bool:
+            nonlocal lines
+            lines = [p.to_line_protocol() for p in await monitor.sample()]
+            return any("stage=kafka" in line and f"instance={group}" in line for line in lines)
+
+        group = app_id(s)
+        async with Monitor(monitor_settings) as monitor:
+            with contextlib.suppress(AssertionError):  # the lines sampled show below
+                await wait_for(lag_sampled, 30, f"the monitor's lag of {group}", interval_s=1.0)
+        lag = [line for line in lines if "stage=kafka" in line and f"instance={group}" in line]
+        assert lag, lines
+        assert " lag=" in lag[0]
+    finally:
+        worker.stop()
+        print(worker.tail(3000))  # shown when the test failed
+    assert "AuthorizationFailed" not in worker.log.read_text()
