@@ -63,20 +63,22 @@ def _flat(minutes: float, tolerance: float = 0.0, exempt: Sequence[float] = ()) 
 
 
 def _peer(min_scale: float, rel_scale: float = 0.25) -> DetectorSpec:
-    return spec("peer", min_peers=3, raise_at=4.0, clear_at=3.0, min_scale=min_scale, rel_scale=rel_scale)
+    # Two peers are enough: with one of them off, the median and the MAD move and the other
+    # device stays below the scale; the city's districts mostly have three devices of a type.
+    return spec("peer", min_peers=2, raise_at=4.0, clear_at=3.0, min_scale=min_scale, rel_scale=rel_scale)
 
 
 METRIC_DEFAULTS: dict[tuple[str, str], tuple[DetectorSpec, ...]] = {
     ("air_quality", "pm25"): (
         _aq((15, 35, 75), 3.0),
-        *_stats(2.0),
+        *_stats(4.0),
         spec("rate_of_change", max_per_min=30.0),
         _flat(60),
         _peer(5.0),
     ),
     ("air_quality", "pm10"): (
         _aq((30, 80, 150), 5.0),
-        *_stats(3.0),
+        *_stats(6.0),
         spec("rate_of_change", max_per_min=60.0),
         _flat(60),
         _peer(8.0),
@@ -120,9 +122,9 @@ METRIC_DEFAULTS: dict[tuple[str, str], tuple[DetectorSpec, ...]] = {
             low=-12.0,
             hysteresis=1.0,
         ),
-        *_stats(0.3),
+        *_stats(0.6),
         spec("rate_of_change", max_per_min=2.0),
-        _flat(180),
+        _flat(30),
         _peer(1.5, 0.0),
     ),
     ("weather", "humidity"): (*_stats(2.0), _flat(180), _peer(8.0, 0.0)),
@@ -139,7 +141,7 @@ METRIC_DEFAULTS: dict[tuple[str, str], tuple[DetectorSpec, ...]] = {
     ),
     ("traffic", "vehicle_count"): (*_stats(5.0), _flat(60, exempt=(0.0,))),
     ("traffic", "avg_speed"): (*_stats(3.0), _flat(60, exempt=(0.0,))),
-    ("parking", "occupied"): (*_stats(2.0), spec("rate_of_change", max_per_min=50.0)),
+    ("parking", "occupied"): (*_stats(5.0), spec("rate_of_change", max_per_min=50.0)),
     ("parking", "capacity"): (spec("rate_of_change", max_per_min=1.0),),
     ("water_level", "level_cm"): (
         spec(

@@ -66,7 +66,9 @@ class Ewma(StructState[EwmaState]):
         var = (1.0 - self.slow_alpha) * (state.var + self.slow_alpha * diff * diff)
         if state.n < self.min_points:
             return Decision(0.0, False, None, "warming up"), EwmaState(state.n + 1, fast, slow, var, False)
-        scale = max(math.sqrt(state.var), self.min_scale) * self._fast_sd
+        # The variance starts at 0: undo that bias (it weighs only the points seen so far).
+        unbiased = state.var / (1.0 - (1.0 - self.slow_alpha) ** (state.n - 1))
+        scale = max(math.sqrt(unbiased), self.min_scale) * self._fast_sd
         stat = abs(fast - state.slow) / scale
         active = latch(state.active, stat, self.raise_at, self.clear_at)
         edge = state.slow + math.copysign(self.raise_at * scale, fast - state.slow)

@@ -3,9 +3,11 @@
 Input: readings as the stream jobs see them (JSON lines of :class:`Reading`, for example a
 dump of ``telemetry.raw``) and the ground-truth labels a simulator run wrote (the JSON-lines
 format of ``docs/contracts.md``). The replay runs every detector of the configuration the
-way the stream job does, in event-time order: point detectors per device and metric,
-``clock_skew`` per device over ``skew_ms``, ``peer`` against the latest values of the other
-devices of the district, and ``silent`` as a timer (a device is silent from
+way the stream job does, in event-time order: repeated readings (same device and ``seq``) and
+readings older than the device's latest are left out, as the jobs leave them out; point
+detectors per device and metric, ``clock_skew`` per device over ``skew_ms`` relative to the
+fleet's clock reference (:func:`stream_jobs.device.fleet_skew`), ``peer`` against the latest
+values of the other devices of the district, and ``silent`` as a timer (a device is silent from
 ``factor * interval`` after its last reading until its next one).
 
 Each alarm (raised ... cleared) is then matched to the labels: a label with an expected rule
@@ -35,6 +37,7 @@ from stream_jobs.detectors.config import DEFAULT, DetectorConfig
 from stream_jobs.detectors.peer import Peer
 from stream_jobs.detectors.registry import build
 from stream_jobs.detectors.silent import Silent
+from stream_jobs.device import fleet_skew
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,8 @@ class _Replay:
         self.last_seen: dict[str, int] = {}
         self.latest: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
         self.skipped = 0
+        self.seen: set[tuple[str, int]] = set()
+        self.skew_reference: float | None = None
 
     def _track(self, key: tuple[str, str, str], ts: int, decision: Decision) -> None:
         rule, device, metric = key
@@ -135,14 +140,22 @@ class _Replay:
         if r.sensor_type not in SENSOR_TYPES:
             self.skipped += 1
             return
+        if (r.device_id, r.seq) in self.seen:
+            return  # a repeat: dropped before the detectors
+        self.seen.add((r.device_id, r.seq))
         self.where[r.device_id] = (r.district, r.sensor_type)
+        self.skew_reference = fleet_skew(self.skew_reference, r.skew_ms)
+        in_order = r.ts > self.last_seen.get(r.device_id, r.ts - 1)
         for spec in self.config.for_device(r.sensor_type):
             detector = build(spec)
             key = (spec.name, r.device_id, DEVICE_METRIC)
             if isinstance(detector, Silent):
                 self._silence(detector, key, r)
-            elif spec.name == "clock_skew":
-                self._point(cast(Detector[Any], detector), key, Point(r.ts, float(r.skew_ms)))
+            elif spec.name == "clock_skew" and in_order:
+                skew = Point(r.ts, float(round(r.skew_ms - self.skew_reference)))
+                self._point(cast(Detector[Any], detector), key, skew)
+        if not in_order:
+            return  # counted in the aggregates only: detectors see each device in time order
         for metric, value in r.values.items():
             if not math.isfinite(value):
                 self.skipped += 1
