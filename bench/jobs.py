@@ -41,7 +41,8 @@ from citystream.sensors import SENSOR_TYPES
 from citystream.settings import Settings, get_settings
 from citystream.topics import TELEMETRY_AGG_1M, TELEMETRY_RAW, topic_name
 
-RESULTS = Path(__file__).parent / "results" / "jobs.json"
+RESULTS = Path(__file__).parent / "results"
+"""``jobs.json`` (the city fleet) and ``jobs-air_quality.json``."""
 QUIX_APP = Path(__file__).parent / "quix_jobs_app.py"
 TARGET_READINGS_S = 20_000.0
 DEVICES_PER_DISTRICT = 8
@@ -399,6 +400,7 @@ async def run(total: int, systems: list[str], fleet: str = "city") -> dict[str, 
     rows = [r._asdict() for r in results]
     report: dict[str, Any] = {
         "readings": total,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "fleet": fleet,
         "devices": CITY_DEVICES if fleet == "city" else len(DISTRICTS) * DEVICES_PER_DISTRICT,
         "metrics_per_reading": round(metrics, 2),
@@ -440,8 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     for name, ratio in report.get("ratio_to_quix", {}).items():
         print(f"{name} / quix: {ratio:.2f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "jobs.json" if args.fleet == "city" else f"jobs-{args.fleet}.json"
+    (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -387,6 +387,73 @@ def markdown(data: Mapping[str, Any], plots: Mapping[str, str] | None = None) ->
     return "\n".join(lines)
 
 
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded
+
+
+def stage_lines(results: Path) -> list[str]:
+    """The per-stage benchmarks' latest figures (``python -m bench.simulator``, ``bench.ingest``,
+    ``bench.jobs [--fleet air_quality]``, ``bench.sink``), against the stage issues' targets."""
+    rows: list[list[str]] = []
+    sim = _load(results / "simulator.json")
+    for run in (sim or {}).get("runs", []):
+        if run.get("paced_rate") is None:
+            rows.append([
+                f"simulator, QoS {run['qos']} ({fmt((sim or {}).get('fleet'))} devices)",
+                f"{fmt(run['subscriber_rate'])} msg/s received, lost {fmt(run['lost'])}",
+                f"{fmt(run['target'])} msg/s", "met" if run.get("meets_target") else "not met",
+                str(sim and sim.get("when")),
+            ])  # fmt: skip
+    ingest = _load(results / "ingest.json")
+    if ingest:
+        target = ingest.get("target_msg_s")
+        for how in ("drain", "live"):
+            r = ingest["results"].get("bridge", {}).get(how)
+            if r:
+                rows.append([
+                    f"bridge MQTT -> Kafka, {how} (QoS 1, ack after Kafka)",
+                    f"{fmt(r['median_rate'])} msg/s, {fmt(r['median_cpu_s_per_million'], 1)} CPU-s/M, "
+                    f"lost {fmt(r['lost'])}",
+                    f"{fmt(target)} msg/s", "met" if r["median_rate"] >= (target or 0) else "not met",
+                    str(ingest.get("started")),
+                ])  # fmt: skip
+    for name in ("jobs.json", "jobs-air_quality.json"):
+        jobs = _load(results / name)
+        if not jobs:
+            continue
+        target = jobs.get("target_readings_per_s") or 0.0
+        quix = next((r for r in jobs["results"] if r["system"].startswith("quix")), None)
+        for r in jobs["results"]:
+            if r["system"].startswith("quix"):
+                continue
+            ratio = f", {r['readings_per_s'] / quix['readings_per_s']:.2f}x Quix windows" if quix else ""
+            verdict = "met" if r["readings_per_s"] >= target else "not met"
+            rows.append([
+                f"stream jobs ({r['system'].removeprefix('faust: ')}), {jobs.get('fleet', 'air_quality')} "
+                f"fleet, {jobs.get('metrics_per_reading')} metrics/reading",
+                f"{fmt(r['readings_per_s'])} readings/s{ratio}",
+                f"{fmt(target)} readings/s (all detectors)",
+                verdict if "all detectors" in r["system"] else "-",
+                str(jobs.get("started", "")),
+            ])  # fmt: skip
+    sink = _load(results / "sink.json")
+    if sink:
+        t = sink.get("throughput", {})
+        rows.append([
+            "InfluxDB sink (commit after write)",
+            f"{fmt(t.get('points_per_s'))} points/s, {fmt(t.get('points_counted_in_influxdb'))} of "
+            f"{fmt(t.get('readings'))} counted",
+            "-", "-", str(sink.get("when")),
+        ])  # fmt: skip
+    if not rows:
+        return ["No per-stage results yet.", ""]
+    return [*_table(["stage", "measured", "target", "", "when"], rows), ""]
+
+
 def summary_page(data: Mapping[str, Any], results: Path) -> str:
     """BENCHMARKS.md: the latest figures, how to reproduce them, and the machine."""
     w2 = data.get("summary", {}).get("W2") or {}
@@ -436,6 +503,9 @@ def summary_page(data: Mapping[str, Any], results: Path) -> str:
         "## W1 side by side",
         "",
         *w1_lines(data),
+        "## Stages on their own",
+        "",
+        *stage_lines(results),
         "## Method",
         "",
         *NOTES,
