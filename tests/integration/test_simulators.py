@@ -346,7 +346,10 @@ async def test_a_lost_connection_is_counted_and_reconnected(
     assert summary.failed > 0
     assert summary.sent > total / 2
     assert summary.sent + summary.failed == total
-    assert all("connection" in reason for reason in summary.failures), summary.failures
+    # In flight when the connection dropped, or published while it was down.
+    assert all(r.startswith(("connection lost:", "disconnected:")) for r in summary.failures), (
+        summary.failures
+    )
     received = await asyncio.to_thread(listener.wait_messages, summary.sent, 20)
     telemetry = [m for m in received if m.topic.endswith("/telemetry")]
     assert summary.sent <= len(telemetry) <= total
