@@ -29,6 +29,8 @@ from citystream.model import DlqRecord
 logger = logging.getLogger(__name__)
 
 STAGE = "stream_jobs"
+STATE_WAIT_WARN_S = 30.0
+"""How long state records may take to reach Kafka before the wait is logged as an error."""
 
 
 class Topics(NamedTuple):
@@ -111,8 +113,21 @@ class StateBuffer:
         held, self.held = self.held, []
         self.flushed = time.monotonic()
         written = [persist(self.table, partition, key, value()) for key, (partition, value) in dirty.items()]
-        if written:
-            await asyncio.gather(*written)
+        pending = {asyncio.ensure_future(w) for w in written}
+        waited = 0.0
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=STATE_WAIT_WARN_S)
+            waited += STATE_WAIT_WARN_S
+            if pending:  # the input stays unacknowledged (and is replayed after a restart)
+                logger.error(
+                    "%d of %d state records not in Kafka after %.0f s; %d input records held",
+                    len(pending),
+                    len(written),
+                    waited,
+                    len(held),
+                )
+        for done in written:
+            await done  # raises what a failed write raised
         for event in held:
             event.message.ack(consumer)
         return len(dirty)
