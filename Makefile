@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CS := $(BIN)/citystream
 DURATION ?= 0
+SOAK_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -56,6 +57,16 @@ demo: venv ## The whole pipeline on simulated Seoul sensors (DURATION=seconds, 0
 bench: venv ## Benchmarks on the real local stack; results in bench/results/
 	$(CS) stack up
 	$(CS) bench
+
+.PHONY: soak
+soak: venv ## Soak: 30 min at 70% of the knee; RSS, lag, error logs, loss (SOAK_ARGS="--minutes 5")
+	$(CS) stack up
+	$(CS) soak $(SOAK_ARGS)
+
+.PHONY: chaos
+chaos: venv ## Chaos run: kill -9 each stage and service in turn under load; account for every reading (CHAOS_ARGS="--quick")
+	$(CS) stack up
+	$(CS) chaos $(CHAOS_ARGS)
 
 .PHONY: dashboards
 dashboards: venv ## Generate and check the Grafana dashboards

@@ -52,6 +52,48 @@ def register(sub: SubParsers[argparse.ArgumentParser]) -> None:
         help="run nothing: render the report (and --summary) again from saved results; several are merged",
     )
     p.set_defaults(func=_bench)
+    _register_soak(sub)
+    _register_chaos(sub)
+
+
+def _register_soak(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "soak",
+        help="run the whole pipeline for a long time at 70%% of its knee: RSS, lag, error logs, loss",
+        description=(
+            "Runs our pipeline (bridge, stream jobs, InfluxDB sink) on the real local stack at a steady "
+            "rate, by default 70%% of the W2 knee in bench/results/pipeline.json, for --minutes. Samples "
+            "RSS and consumer lag every 10 s and judges RSS growth after the warm-up, bounded lag, error "
+            "logs and loss. Writes soak.json, soak.md and soak.png; exits non-zero when a verdict fails."
+        ),
+    )
+    p.add_argument("--rate", type=float, help="messages per second (default: 70%% of the pipeline's W2 knee)")
+    p.add_argument("--minutes", type=float, default=30.0, help="length of the load (default: 30)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=8.0,
+        metavar="MINUTES",
+        help="left out of the RSS growth (default: 8, the time the detectors' 60-reading windows take to "
+        "fill at the knee run's reporting interval)",
+    )
+    p.add_argument("--fleet", type=int, help="simulated sensors (default: the fleet of the knee's run)")
+    p.add_argument(
+        "--knee-from",
+        type=Path,
+        default=RESULTS / "pipeline.json",
+        metavar="PIPELINE.json",
+        help="the benchmark results that hold the knee (default: bench/results/pipeline.json)",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})")
+    p.add_argument("--keep", action="store_true", help="keep the processes' logs and files")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="SOAK.json",
+        help="run nothing: write the report again from saved results",
+    )
+    p.set_defaults(func=_soak)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -121,3 +163,92 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if report.acceptable(data) else 1
+
+
+def _soak(args: argparse.Namespace) -> int:
+    import asyncio
+    import shlex
+    import shutil
+    import sys
+    import tempfile
+
+    from bench import soak, soak_report
+    from bench.errors import BenchError
+    from citystream.settings import get_settings
+
+    if args.render:
+        import json
+
+        saved = json.loads(args.render.read_text())
+        for path in soak_report.write(saved, args.out):
+            print(f"wrote {path}")
+        return 0 if saved["verdicts"].get("ok") else 1
+    if args.minutes * 60 < args.warmup * 60 + 120:
+        raise BenchError("--minutes must exceed --warmup by 2 minutes at least (a first and a last minute)")
+    if args.rate is not None:
+        if args.rate <= 0:
+            raise BenchError("--rate must be positive")
+        rate, fleet, source = args.rate, soak.DEFAULT_FLEET, "given with --rate"
+    else:
+        rate, fleet, source = soak.knee_config(args.knee_from)
+    workdir = Path(tempfile.mkdtemp(prefix="citystream-soak-"))
+    config = soak.SoakConfig(
+        rate=rate,
+        rate_source=source,
+        minutes=args.minutes,
+        warmup_s=args.warmup * 60,
+        fleet=args.fleet or fleet,
+        workdir=workdir,
+    )
+    data = asyncio.run(soak.Soak(get_settings(), config).run())
+    data["command"] = shlex.join(["citystream", *sys.argv[1:]])
+    for line in soak_report.headline(data):
+        print(line)
+    for path in soak_report.write(data, args.out):
+        print(f"wrote {path}")
+    ok = bool(data["verdicts"].get("ok"))
+    if args.keep or not ok:
+        print(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+def _register_chaos(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "chaos",
+        help="kill -9 every stage and service while a seeded load streams; account for every reading",
+        description=(
+            "Runs the pipeline (bridge, stream jobs, InfluxDB and webhook sinks) on the local stack under "
+            "a seeded load and, round after round, kills the bridge, the jobs worker, each sink, Kafka, "
+            "InfluxDB and Mosquitto with SIGKILL at seeded times and starts them again. Then accounts for "
+            "every (device, seq) sent (Kafka, InfluxDB), every 1-minute aggregate and every expected alert. "
+            "Writes chaos.json and chaos.md; exits non-zero on any loss, duplicate or wrong result."
+        ),
+    )
+    chaos_arguments(p)
+    p.set_defaults(func=_chaos)
+
+
+def chaos_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rounds", type=int, help="rounds of kills (default 3, --quick 1; 0: an undisturbed run)")
+    p.add_argument("--quick", action="store_true", help="one round, 100 devices, shorter waits")
+    p.add_argument(
+        "--seed", type=int, default=7, help="seed of the load, the kill times and the spikes (default 7)"
+    )
+    p.add_argument("--fleet", type=int, default=0, help="devices at 1 msg/s (default 300, --quick 100)")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})")
+    p.add_argument(
+        "--shared-subscription",
+        action="store_true",
+        help="run the bridge on the shared subscription (Mosquitto does not restore it after a crash)",
+    )
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    import sys
+
+    from bench.chaos import run_chaos
+
+    args.command = " ".join(["citystream chaos", *sys.argv[2:]])
+    return run_chaos(args)

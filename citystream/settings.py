@@ -53,6 +53,9 @@ class MqttSettings(_Section):
     ingest_password: SecretStr = SecretStr("")
     session_expiry_s: int = 3600
     share_group: str = "ingest"
+    """Bridges with the same group split the load (``$share/{group}/{root}/#``). Empty: one bridge
+    on the plain ``{root}/#``, which Mosquitto restores after a crash (it does not persist shared
+    subscriptions)."""
 
 
 class KafkaSettings(_Section):

@@ -6,7 +6,11 @@ acknowledge a message directly, without a thread hand-off.
 
 Session: MQTT 5, clean start off and a session expiry, so the broker keeps queueing QoS 1
 messages for the bridge while it is away; a shared subscription ``$share/{group}/{root}/#`` so
-several bridges split the load; Receive Maximum set to the in-flight window, so the broker never
+several bridges split the load, or, with an empty share group, the plain ``{root}/#`` for a
+single bridge (Mosquitto 2.0 does not persist shared subscriptions: after a broker crash and
+restart, what devices publish before the bridge has subscribed again matches no subscriber and
+is dropped, while a plain subscription of the persistent session is restored from the broker's
+database and queues it); Receive Maximum set to the in-flight window, so the broker never
 has more than that many unacknowledged messages out to this bridge (the backpressure).
 
 Speed: :class:`FastClient` overrides two internals of paho's ``Client`` (checked against
@@ -176,7 +180,8 @@ class MqttSource:
         m = settings.mqtt
         self.settings = settings
         self.client_id = client_id or f"citystream-{m.share_group}-{settings.ingest.instance}"
-        self.subscription = f"$share/{m.share_group}/{m.topic_root}/#"
+        root = f"{m.topic_root}/#"
+        self.subscription = f"$share/{m.share_group}/{root}" if m.share_group else root
         self.client = FastClient(self.client_id, handler)
         self.client.username_pw_set(m.ingest_username, m.ingest_password.get_secret_value())
         self.client.connect_timeout = 5.0
