@@ -240,6 +240,9 @@ class JobsSettings(_Section):
     restarted worker resumes exactly where its state is; longer means fewer changelog records
     (a device reporting every second is written once per interval) and more to replay. 0: after
     every batch."""
+    commit_stall_s: float = Field(default=180.0, ge=0.0)
+    """A worker whose commits of a partition stay stuck behind an unacknowledged record this
+    long stops itself, to be started again from the committed offset (0: never)."""
     session_timeout_s: float = Field(default=60.0, ge=6.0)
     """How long the group waits for a worker that stopped heartbeating (killed, hung) before it
     hands that worker's partitions to the others."""

@@ -30,7 +30,7 @@ from citystream.topics import (
     TELEMETRY_RAW,
     topic_name,
 )
-from stream_jobs import faust_codec
+from stream_jobs import faust_codec, watchdog
 from stream_jobs.catalog import Catalog
 from stream_jobs.runtime import Stats, Tables, Topics
 
@@ -144,4 +144,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> Jobs:
     quality.install(jobs, devices)
     aggregate.install(jobs)
     alerts.install(jobs)
+    if j.commit_stall_s > 0:
+        watchdog.install(app, j.commit_stall_s, every_s=min(15.0, j.commit_stall_s))
     return jobs

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 STAGE = "stream_jobs"
 STATE_WAIT_WARN_S = 30.0
 """How long state records may take to reach Kafka before the wait is logged as an error."""
+EXIT_FAILED = 70
+"""The worker's exit code when it stops itself (a failed write, stuck commits): its supervisor
+starts it again, and it resumes from the committed offsets and the state written before them."""
 
 
 class Topics(NamedTuple):
@@ -96,7 +101,14 @@ class StateBuffer:
             self.held.append(event)
 
     def changed(self, partition: int, key: str, value: Callable[[], Any]) -> None:
-        """``key`` (of changelog partition ``partition``) is to be written; ``value`` makes it."""
+        """``key`` (of changelog partition ``partition``) is to be written; ``value`` makes it.
+
+        Values are written in the order of their last change, so a partition's progress mark,
+        changed after the values of the batch it covers, reaches the changelog after them: a
+        worker killed half-way through a write restores a mark that never claims input whose
+        state is missing (Kafka keeps the order of one producer's records in a partition).
+        """
+        self.dirty.pop(key, None)
         self.dirty[key] = (partition, value)
 
     def due(self) -> bool:
@@ -144,6 +156,29 @@ def persist(table: Any, partition: int, key: str, value: Any) -> Awaitable[Any]:
     table.data[key] = value
     sent: Awaitable[Any] = table.send_changelog(partition, key, msgspec.Raw(codec.encode(value)))
     return sent
+
+
+def fail_stop(what: str, exc: BaseException | None = None) -> None:
+    """Stop the worker at once after a failure it cannot repair in place (a record Kafka refused
+    after its retries, commits that stopped moving). Nothing is lost: the input behind anything
+    unwritten is not committed, so the restarted worker processes it again from the state written
+    before it. A worker that carried on instead would hold state ahead of its outputs."""
+    logger.critical("stopping the worker: %s", what, exc_info=exc)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_FAILED)
+
+
+async def guarded(name: str, step: Awaitable[None]) -> None:
+    """Run one agent step; a failure that escapes it (Kafka refused an output or a state write:
+    every bad input record is handled inside) stops the worker, see :func:`fail_stop`."""
+    try:
+        await step
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        fail_stop(f"{name} failed: {type(exc).__name__}: {exc}", exc)
 
 
 async def send_all(sends: Iterable[Awaitable[Any]]) -> None:

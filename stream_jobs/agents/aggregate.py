@@ -22,7 +22,7 @@ from stream_jobs import district, windows
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope, jobs_tail_ms, series_partition
 from stream_jobs.app import Jobs
 from stream_jobs.messages import SeriesBatch, SeriesItem
-from stream_jobs.runtime import StateBuffer, now_ms, reject, send_all
+from stream_jobs.runtime import StateBuffer, guarded, now_ms, reject, send_all
 
 logger = logging.getLogger(__name__)
 
@@ -261,25 +261,25 @@ def install(jobs: Jobs) -> WindowJob:
     async def windows_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             async with job.lock:
-                await job.process(list(events))
+                await guarded("windows", job.process(list(events)))
 
     jobs.app.agent(jobs.topics.series, name="windows")(windows_agent)
 
     async def tick() -> None:
         async with job.lock:
-            await job.tick()
+            await guarded("windows timer", job.tick())
 
     jobs.app.timer(s.timer_interval_s, name="windows-idle")(tick)
 
     async def forget(*_: Any, **__: Any) -> None:
         async with job.lock:
-            await job.flush()
+            await guarded("windows state", job.flush())
             job.forget()
 
     async def flush() -> None:
         async with job.lock:
             if job.state.due():
-                await job.flush()
+                await guarded("windows state", job.flush())
 
     jobs.app.timer(max(s.state_flush_s, 0.1), name="windows-state")(flush)
 

@@ -23,7 +23,7 @@ from citystream.settings import Settings
 from stream_jobs import alerts
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope
 from stream_jobs.app import Jobs
-from stream_jobs.runtime import persist, reject, send_all
+from stream_jobs.runtime import guarded, persist, reject, send_all
 
 logger = logging.getLogger(__name__)
 
@@ -196,11 +196,11 @@ def install(jobs: Jobs) -> AlertJob:
     async def alerts_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             async with job.lock:
-                await job.process(list(events))
+                await guarded("alerts", job.process(list(events)))
 
     async def commands_agent(stream: Any) -> None:
         async for events in stream.take_events(100, within=0.1):
-            await commands.process(list(events))
+            await guarded("commands", commands.process(list(events)))
 
     jobs.app.agent(jobs.topics.signals, name="alerts")(alerts_agent)
     jobs.app.agent(jobs.topics.commands, name="commands")(commands_agent)

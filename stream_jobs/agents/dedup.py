@@ -26,7 +26,7 @@ from citystream.sensors import SENSOR_TYPES
 from stream_jobs import device
 from stream_jobs.app import Jobs
 from stream_jobs.messages import SeriesBatch, SeriesItem, Signal
-from stream_jobs.runtime import StateBuffer, reject, send_all
+from stream_jobs.runtime import StateBuffer, guarded, reject, send_all
 
 logger = logging.getLogger(__name__)
 
@@ -359,19 +359,19 @@ def install(jobs: Jobs) -> DeviceJob:
     async def readings(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             async with job.lock:
-                await job.process(list(events))
+                await guarded("readings", job.process(list(events)))
 
     jobs.app.agent(jobs.topics.raw, name="readings")(readings)
 
     async def forget(*_: Any, **__: Any) -> None:
         async with job.lock:
-            await job.flush()
+            await guarded("device state", job.flush())
             job.forget()
 
     async def flush() -> None:
         async with job.lock:
             if job.state.due():
-                await job.flush()
+                await guarded("device state", job.flush())
 
     jobs.app.timer(max(s.state_flush_s, 0.1), name="device-state")(flush)
 

@@ -14,6 +14,7 @@ import logging
 
 from stream_jobs.agents.dedup import DeviceJob
 from stream_jobs.app import Jobs
+from stream_jobs.runtime import guarded
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ STATS_EVERY_S = 60.0
 def install(jobs: Jobs, devices: DeviceJob) -> None:
     async def tick() -> None:
         async with devices.lock:
-            await devices.tick()
+            await guarded("device timer", devices.tick())
 
     async def stats() -> None:
         logger.info("stream jobs: %s", jobs.stats.line())
