@@ -226,8 +226,6 @@ class JobsSettings(_Section):
     idle_source_s: float = 10.0
     """Wall seconds a source partition, read to its end, may stay quiet before it stops holding
     windows open."""
-    closed_window_keep_s: float = 120.0
-    """How long (event time) a closed window keeps its reading ids, to tell replays from late data."""
     dedup_window: int = Field(default=64, ge=1, le=64)
     """How many sequence numbers below a device's highest one are remembered (out-of-order)."""
     batch_max: int = 4000

@@ -267,6 +267,7 @@ def on_reading(
                 reading.seq,
                 ts,
                 value,
+                offset,
             )
         )
     if ts >= rec.latest_ts:

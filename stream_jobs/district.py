@@ -17,13 +17,17 @@ from stream_jobs.catalog import PEER, Catalog, rule_of
 from stream_jobs.detectors.base import Point
 from stream_jobs.device import Mark, throttle
 from stream_jobs.messages import Signal, alert_key
-from stream_jobs.windows import SeriesWindows, Window, device_means, summarize
+from stream_jobs.windows import Window, summarize
 
 
 class SeriesRecord(msgspec.Struct, kw_only=True):
-    """The persisted state of one series (a table value)."""
+    """The persisted state of one series (a table value); its open windows' values are in
+    chunks of their own (:class:`stream_jobs.windows.Chunk`)."""
 
-    windows: SeriesWindows = SeriesWindows()
+    closed_until: int = 0
+    """Every window ending at or before this has closed."""
+    sources: dict[int, int] = {}
+    """Source partition -> highest offset applied (chunks may record more)."""
     detectors: dict[str, Any] = {}
     """District detector states, by detector name, in their ``dump`` form."""
     marks: dict[str, Mark] = {}
@@ -80,7 +84,7 @@ def on_closed(
     signals: list[Signal] = []
     ts = window.end
     peer = ctx.catalog.peer(sensor_type, metric)
-    means = device_means(window)
+    means = window.device_means()
     if peer is not None and len(means) > 1:
         for device in sorted(means):
             state_key = f"peer/{device}"

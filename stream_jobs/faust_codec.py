@@ -22,8 +22,9 @@ _decoder = msgspec.json.Decoder()
 class CitystreamCodec(codecs.Codec):
     """``citystream.codec.encode`` out, plain JSON data in (the caller converts to a model)."""
 
-    def _dumps(self, obj: Any) -> bytes:
-        return codec.encode(obj)
+    def _dumps(self, obj: Any) -> bytes | None:  # type: ignore[override]  # None: see below
+        # None stays None: a changelog record without a value is a tombstone (a deleted key).
+        return None if obj is None else codec.encode(obj)
 
     def _loads(self, data: bytes) -> Any:
         return _decoder.decode(data)

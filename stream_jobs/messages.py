@@ -23,6 +23,8 @@ class SeriesItem(msgspec.Struct, frozen=True, array_like=True):
     seq: int
     ts: int
     value: float
+    offset: int
+    """Offset of the reading on its telemetry.raw partition (how the windows tell replays)."""
 
 
 class SeriesBatch(msgspec.Struct, frozen=True, kw_only=True):

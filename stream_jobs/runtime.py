@@ -111,6 +111,14 @@ class StateBuffer:
         self.dirty.pop(key, None)
         self.dirty[key] = (partition, value)
 
+    def put(self, partition: int, key: str, value: Any) -> None:
+        """``key`` is to be written with ``value`` as it will be at the write."""
+        self.changed(partition, key, lambda: value)
+
+    def delete(self, partition: int, key: str) -> None:
+        """``key`` (of changelog partition ``partition``) is to be deleted."""
+        self.changed(partition, key, _nothing)
+
     def due(self) -> bool:
         return time.monotonic() - self.flushed >= self.flush_s
 
@@ -146,16 +154,39 @@ class StateBuffer:
 
 
 def persist(table: Any, partition: int, key: str, value: Any) -> Awaitable[Any]:
-    """Set a table value and log it to the changelog partition ``partition``.
+    """Set a table value and log it to the changelog partition ``partition``; ``None`` deletes
+    the key (a tombstone, which compaction then removes).
 
     The changelog gets the value's bytes as they are now: Faust serialises a buffered changelog
     record only when it sends it, and the agents keep mutating their working copies, so a lazy
     record could carry the state of a later batch whose outputs are not in Kafka yet (a restarted
-    worker would then skip that batch's input as already done).
+    worker would then skip that batch's input as already done). The table keeps the same bytes
+    (the agents work on their own copies and read the table only to load them: bytes are a
+    fraction of the objects' memory); :func:`stored` reads them.
     """
-    table.data[key] = value
-    sent: Awaitable[Any] = table.send_changelog(partition, key, msgspec.Raw(codec.encode(value)))
+    if value is None:
+        table.data.pop(key, None)
+        deleted: Awaitable[Any] = table.send_changelog(partition, key, None)
+        return deleted
+    raw = msgspec.Raw(codec.encode(value))
+    table.data[key] = raw
+    sent: Awaitable[Any] = table.send_changelog(partition, key, raw)
     return sent
+
+
+def stored(value: Any) -> Any:
+    """A table value as plain data: what :func:`persist` wrote (bytes) or what Faust restored
+    from the changelog (already decoded); ``None`` when the key was deleted."""
+    if isinstance(value, msgspec.Raw):
+        return _table_decoder.decode(value)
+    return value
+
+
+_table_decoder = msgspec.json.Decoder()
+
+
+def _nothing() -> None:
+    return None
 
 
 def fail_stop(what: str, exc: BaseException | None = None) -> None:

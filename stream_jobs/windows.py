@@ -1,27 +1,36 @@
-"""1-minute tumbling windows in event time, with a grace period for late data: pure logic.
+"""1-minute tumbling windows in event time, with a grace period for late data.
 
-One :class:`SeriesWindows` value per series (``district/sensor_type/metric``) holds the open
-windows with the (device, seq, ts, value) of every reading in them. Keeping the reading ids
-makes adding idempotent: a reading delivered twice (a replay after a restart) counts once.
+One :class:`SeriesWindows` per series (``district/sensor_type/metric``) holds its open windows:
+per device, the values it sent in the window. That is all a closed window needs: count, mean,
+min, max and the exact p95 of the values, and each device's mean for the peer detector.
+
+Replays are recognised by where the values came from, not by remembering them: every value
+carries the offset of its reading on its telemetry.raw partition, and a series remembers the
+highest offset it has applied from each partition. The readings agent sends the values of one
+partition in offset order, and a replay (after a restart or a rebalance) starts from an
+earlier offset, so a value at or below the remembered offset has been counted already.
 
 A window ``[start, start + 60 s)`` closes when the watermark passes its end. The watermark of
 an aggregation partition is the lowest "highest device time" of the source partitions that
 feed it, minus the grace (see :func:`effective_watermark`), so a window closes only when every
 source has moved past it: the result does not depend on how the sources interleave or how fast
 each is read. A source that has read all there is and stays quiet says so (``idle``) and stops
-holding windows open. A reading
-for a window that has already closed is late: it goes to the dead-letter topic with reason
-``late`` and is counted. A closed window keeps its reading ids for ``keep_ms`` of event time,
-so a replayed reading is recognised as a duplicate rather than reported as late.
+holding windows open. A value for a window that has already closed is late: it goes to the
+dead-letter topic with reason ``late`` and is counted.
 
-p95 is exact (linear interpolation between the two nearest ranks, as numpy's default): a
-minute of one series is small.
+Persistence is incremental: the values added since the last state write become one
+:class:`Chunk` (with the offsets applied so far), written under its own key, so a write costs
+what was added, not what the windows hold. A chunk is deleted once every window it feeds has
+closed and the series' record saying so has been written.
+
+p95 is exact (linear interpolation between the two nearest ranks, as numpy's default).
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from array import array
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import msgspec
@@ -32,41 +41,9 @@ from stream_jobs.messages import SeriesItem
 WINDOW_MS = 60_000
 
 
-class Contribution(msgspec.Struct, frozen=True, array_like=True):
-    device_id: str
-    seq: int
-    ts: int
-    value: float
-
-
-class Window(msgspec.Struct, frozen=True, array_like=True):
-    start: int
-    items: tuple[Contribution, ...] = ()
-
-    @property
-    def end(self) -> int:
-        return self.start + WINDOW_MS
-
-
-class ClosedWindow(msgspec.Struct, frozen=True, array_like=True):
-    start: int
-    ids: tuple[tuple[str, int], ...] = ()
-
-
-class SeriesWindows(msgspec.Struct, frozen=True, kw_only=True):
-    open: tuple[Window, ...] = ()
-    """Open windows, oldest first."""
-    closed: tuple[ClosedWindow, ...] = ()
-    """Recently closed windows (their reading ids only), oldest first."""
-    closed_until: int = 0
-    """Every window ending at or before this has closed (epoch ms)."""
-    last_offset: int = -1
-    """Offset of the last input record applied (for replays after a restart)."""
-
-
 class Verdict(enum.Enum):
     ADDED = "added"
-    DUPLICATE = "duplicate"
+    REPLAYED = "replayed"
     LATE = "late"
 
 
@@ -74,57 +51,162 @@ def window_start(ts: int) -> int:
     return ts - ts % WINDOW_MS
 
 
-def add(
-    state: SeriesWindows, items: Iterable[SeriesItem], closed_until: int = 0
-) -> tuple[SeriesWindows, list[Verdict]]:
-    """Add readings of one series to their windows; one verdict per item, in order.
+class Window:
+    """One open window of one series: each device's values in it."""
 
-    Windows ending at or before ``closed_until`` (or the series' own ``closed_until``) are
-    closed: their readings are late, or duplicates when the window still remembers them.
-    """
-    closed_until = max(closed_until, state.closed_until)
-    by_start = {w.start: w for w in state.open}
-    touched: dict[int, dict[tuple[str, int], Contribution]] = {}
-    closed_ids: dict[int, set[tuple[str, int]]] | None = None
-    verdicts: list[Verdict] = []
-    for item in items:
-        start = window_start(item.ts)
-        ident = (item.device_id, item.seq)
-        if start + WINDOW_MS <= closed_until:
-            if closed_ids is None:
-                closed_ids = {c.start: set(c.ids) for c in state.closed}
-            seen = closed_ids.get(start)
-            verdicts.append(Verdict.DUPLICATE if seen is not None and ident in seen else Verdict.LATE)
-            continue
-        bucket = touched.get(start)
-        if bucket is None:
-            old = by_start.get(start)
-            bucket = touched[start] = {(c.device_id, c.seq): c for c in old.items} if old else {}
-        if ident in bucket:
-            verdicts.append(Verdict.DUPLICATE)
-            continue
-        bucket[ident] = Contribution(item.device_id, item.seq, item.ts, item.value)
-        verdicts.append(Verdict.ADDED)
-    if Verdict.ADDED not in verdicts:
-        return state, verdicts
-    for start, bucket in touched.items():
-        by_start[start] = Window(start, tuple(bucket.values()))
-    new_open = tuple(by_start[start] for start in sorted(by_start))
-    return msgspec.structs.replace(state, open=new_open), verdicts
+    __slots__ = ("devices", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.devices: dict[str, array[float]] = {}
+
+    @property
+    def end(self) -> int:
+        return self.start + WINDOW_MS
+
+    def add(self, device_id: str, value: float) -> None:
+        values = self.devices.get(device_id)
+        if values is None:
+            self.devices[device_id] = array("d", (value,))
+        else:
+            values.append(value)
+
+    def values(self) -> list[float]:
+        """Every value in the window, sorted."""
+        out: list[float] = []
+        for values in self.devices.values():
+            out.extend(values)
+        out.sort()
+        return out
+
+    def device_means(self) -> dict[str, float]:
+        """Mean value per device (the peers of a district)."""
+        return {device: math.fsum(v) / len(v) for device, v in self.devices.items()}
 
 
-def close(state: SeriesWindows, watermark: int, keep_ms: int) -> tuple[SeriesWindows, list[Window]]:
-    """Close every open window that ends at or before ``watermark``; return them, oldest first."""
-    boundary = window_start(watermark)
-    if boundary <= state.closed_until:
-        return state, []
-    done = [w for w in state.open if w.end <= boundary]
-    still = tuple(w for w in state.open if w.end > boundary)
-    kept = tuple(c for c in state.closed if c.start + WINDOW_MS + keep_ms > boundary)
-    if done:
-        newly = tuple(ClosedWindow(w.start, tuple((c.device_id, c.seq) for c in w.items)) for w in done)
-        kept = tuple(c for c in kept + newly if c.start + WINDOW_MS + keep_ms > boundary)
-    return SeriesWindows(open=still, closed=kept, closed_until=boundary, last_offset=state.last_offset), done
+class Chunk(msgspec.Struct, frozen=True, array_like=True):
+    """The values one state write added to a series (a table value)."""
+
+    items: tuple[tuple[int, str, float], ...]
+    """(window start, device_id, value)."""
+    sources: dict[int, int]
+    """Source partition -> highest offset applied when the chunk was written."""
+
+    def latest_start(self) -> int:
+        return max((start for start, _, _ in self.items), default=0)
+
+
+class SeriesWindows:
+    """The open windows of one series and what is needed to persist them (mutable)."""
+
+    __slots__ = ("chunks", "closed_until", "deletable", "doomed", "next_chunk", "open", "pending", "sources")
+
+    def __init__(self, closed_until: int = 0, sources: Mapping[int, int] | None = None) -> None:
+        self.open: dict[int, Window] = {}
+        self.closed_until = closed_until
+        """Every window ending at or before this has closed (epoch ms)."""
+        self.sources: dict[int, int] = dict(sources or {})
+        """Source partition -> highest offset applied."""
+        self.pending: list[tuple[int, str, float]] = []
+        """Values added since the last chunk was taken."""
+        self.chunks: dict[int, int] = {}
+        """Number of each written chunk that still feeds an open window -> its latest window."""
+        self.next_chunk = 0
+        self.doomed: list[int] = []
+        """Chunks whose windows all closed since the last state write."""
+        self.deletable: list[int] = []
+        """Chunks whose windows all closed before the last state write (which recorded that)."""
+
+    def add(self, items: Iterable[SeriesItem], source: int, closed_until: int = 0) -> list[Verdict]:
+        """Add the values one record of ``source`` carries; one verdict per item, in order.
+
+        Windows ending at or before ``closed_until`` (or the series' own) are closed: a value for
+        one of them is late, unless it was applied before (a replay).
+        """
+        closed_until = max(closed_until, self.closed_until)
+        applied = self.sources.get(source, -1)
+        top = applied
+        verdicts: list[Verdict] = []
+        for item in items:
+            if item.offset <= applied:
+                verdicts.append(Verdict.REPLAYED)
+                continue
+            top = max(top, item.offset)
+            start = window_start(item.ts)
+            if start + WINDOW_MS <= closed_until:
+                verdicts.append(Verdict.LATE)
+                continue
+            window = self.open.get(start)
+            if window is None:
+                window = self.open[start] = Window(start)
+            window.add(item.device_id, item.value)
+            self.pending.append((start, item.device_id, item.value))
+            verdicts.append(Verdict.ADDED)
+        if top > applied:
+            self.sources[source] = top
+        return verdicts
+
+    def take_chunk(self) -> tuple[int, Chunk] | None:
+        """The values added since the last call, as a chunk to write, with its number."""
+        if not self.pending:
+            return None
+        chunk = Chunk(tuple(self.pending), dict(self.sources))
+        self.pending = []
+        number = self.next_chunk
+        self.next_chunk += 1
+        latest = chunk.latest_start()
+        if latest + WINDOW_MS <= self.closed_until:
+            self.doomed.append(number)
+        else:
+            self.chunks[number] = latest
+        return number, chunk
+
+    def close(self, watermark: int) -> list[Window]:
+        """Close every open window that ends at or before ``watermark``; return them, oldest first."""
+        boundary = window_start(watermark)
+        if boundary <= self.closed_until:
+            return []
+        self.closed_until = boundary
+        done = [self.open.pop(start) for start in sorted(self.open) if start + WINDOW_MS <= boundary]
+        for number, latest in list(self.chunks.items()):
+            if latest + WINDOW_MS <= boundary:
+                del self.chunks[number]
+                self.doomed.append(number)
+        return done
+
+    def expire(self) -> list[int]:
+        """Chunks to delete now; call before each state write, which records ``closed_until``.
+
+        A chunk is deleted one write after the one that recorded its windows as closed: were it
+        deleted first, a worker killed in between would restore those windows open and empty.
+        """
+        out, self.deletable, self.doomed = self.deletable, self.doomed, []
+        return out
+
+    @classmethod
+    def restore(
+        cls, closed_until: int, sources: Mapping[int, int], chunks: Mapping[int, Chunk]
+    ) -> SeriesWindows:
+        """The windows as written: the series' record (``closed_until``, ``sources``) and its chunks."""
+        state = cls(closed_until, sources)
+        for number in sorted(chunks):
+            chunk = chunks[number]
+            for source, offset in chunk.sources.items():
+                if offset > state.sources.get(source, -1):
+                    state.sources[source] = offset
+            latest = chunk.latest_start()
+            if latest + WINDOW_MS <= closed_until:
+                state.deletable.append(number)
+                continue
+            state.chunks[number] = latest
+            for start, device_id, value in chunk.items:
+                if start + WINDOW_MS > closed_until:
+                    window = state.open.get(start)
+                    if window is None:
+                        window = state.open[start] = Window(start)
+                    window.add(device_id, value)
+        state.next_chunk = max(chunks, default=-1) + 1
+        return state
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -140,8 +222,9 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 def summarize(series: str, window: Window, emitted_ms: int) -> Aggregate:
     """The Aggregate of a closed window (``series`` is ``district/sensor_type/metric``)."""
     district, sensor_type, metric = series.split("/", 2)
-    values = sorted(c.value for c in window.items)
-    return summarize_values(district, sensor_type, metric, window.start, values, emitted_ms=emitted_ms)
+    return summarize_values(
+        district, sensor_type, metric, window.start, window.values(), emitted_ms=emitted_ms
+    )
 
 
 def summarize_values(
@@ -162,21 +245,6 @@ def summarize_values(
         p95=percentile(values, 0.95),
         emitted_ms=emitted_ms,
     )
-
-
-def device_means(window: Window) -> dict[str, float]:
-    """Mean value per device in a window (the peers of a district)."""
-    sums: dict[str, list[float]] = {}
-    for c in window.items:
-        sums.setdefault(c.device_id, []).append(c.value)
-    return {device: math.fsum(v) / len(v) for device, v in sums.items()}
-
-
-class SourceMark(msgspec.Struct, frozen=True, array_like=True):
-    watermark: int
-    """Highest device time the source partition has reported."""
-    last_offset: int
-    """Offset (on the aggregation partition) of the last record from this source."""
 
 
 def effective_watermark(

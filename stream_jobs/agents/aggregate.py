@@ -11,6 +11,7 @@ signals (:mod:`stream_jobs.district`). Late values go to the dead-letter topic (
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -22,9 +23,12 @@ from stream_jobs import district, windows
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope, jobs_tail_ms, series_partition
 from stream_jobs.app import Jobs
 from stream_jobs.messages import SeriesBatch, SeriesItem
-from stream_jobs.runtime import StateBuffer, guarded, now_ms, reject, send_all
+from stream_jobs.runtime import StateBuffer, guarded, now_ms, reject, send_all, stored
 
 logger = logging.getLogger(__name__)
+
+CHUNK_MARK = "@"
+"""Table keys ``{series}@{n}`` hold the chunks of a series' open windows."""
 
 
 class SeriesPartition(msgspec.Struct, kw_only=True):
@@ -44,7 +48,6 @@ class WindowJob:
         self.jobs = jobs
         s = jobs.settings.jobs
         self.grace_ms = int(s.grace_s * 1000)
-        self.keep_ms = int(s.closed_window_keep_s * 1000)
         self.ctx = district.Context(
             catalog=jobs.catalog,
             heartbeat_ms=int(s.signal_heartbeat_s * 1000),
@@ -52,48 +55,78 @@ class WindowJob:
         )
         self.records: dict[str, district.SeriesRecord] = {}
         self.live: dict[str, dict[str, Any]] = {}
+        self.windows: dict[str, windows.SeriesWindows] = {}
         self.parts: dict[int, SeriesPartition] = {}
         self.open: dict[int, set[str]] = {}
         """Window partition -> series with open windows."""
+        self.touched: dict[str, int] = {}
+        """Series changed since the last state write -> their partition."""
+        self.expiring: dict[str, int] = {}
+        """Series with chunks to delete at the next state write -> their partition."""
+        self.moved: set[int] = set()
+        """Partitions whose progress changed since the last state write."""
         self.partitions = jobs.settings.kafka.partitions
         self.lock = asyncio.Lock()
         self.state = StateBuffer(jobs.tables.series, s.state_flush_s)
 
     def part(self, partition: int) -> SeriesPartition:
+        """The progress of a window partition, loading it and its series on first use."""
         part = self.parts.get(partition)
         if part is None:
-            raw = self.jobs.tables.series.data.get(f"{PARTITION_KEY}{partition}")
+            raw = stored(self.jobs.tables.series.data.get(f"{PARTITION_KEY}{partition}"))
             part = SeriesPartition() if raw is None else msgspec.convert(raw, SeriesPartition, strict=False)
             self.parts[partition] = part
             self.open[partition] = set()
-            for key, value in list(self.jobs.tables.series.data.items()):
-                if key.startswith(PARTITION_KEY):
-                    continue
-                record = self._convert(value)
-                if record.windows.open and series_partition(key, self.partitions) == partition:
-                    self.open[partition].add(key)
+            self._load(partition)
         return part
 
-    @staticmethod
-    def _convert(value: Any) -> district.SeriesRecord:
-        if isinstance(value, district.SeriesRecord):
-            return value
-        return msgspec.convert(value, district.SeriesRecord, strict=False)
+    def _load(self, partition: int) -> None:
+        heads: dict[str, district.SeriesRecord] = {}
+        chunks: dict[str, dict[int, windows.Chunk]] = {}
+        for key, value in list(self.jobs.tables.series.data.items()):
+            if key.startswith(PARTITION_KEY):
+                continue
+            series, mark, number = key.partition(CHUNK_MARK)
+            if series_partition(series, self.partitions) != partition:
+                continue
+            data = stored(value)
+            if data is None:
+                continue
+            if mark:
+                chunks.setdefault(series, {})[int(number)] = msgspec.convert(
+                    data, windows.Chunk, strict=False
+                )
+            else:
+                heads[series] = msgspec.convert(data, district.SeriesRecord, strict=False)
+        for series in sorted(heads.keys() | chunks.keys()):
+            head = heads.get(series) or district.SeriesRecord()
+            state = windows.SeriesWindows.restore(head.closed_until, head.sources, chunks.get(series, {}))
+            self.records[series] = head
+            self.live[series] = district.load(head, series, self.jobs.catalog)
+            self.windows[series] = state
+            if state.open:
+                self.open[partition].add(series)
+            if state.deletable:
+                self.expiring[series] = partition
 
-    def record(self, series: str) -> district.SeriesRecord:
-        record = self.records.get(series)
-        if record is None:
-            raw = self.jobs.tables.series.data.get(series)
-            record = district.SeriesRecord() if raw is None else self._convert(raw)
-            self.records[series] = record
-            self.live[series] = district.load(record, series, self.jobs.catalog)
-        return record
+    def series(self, series: str) -> windows.SeriesWindows:
+        """The windows of a series (new if its partition never had it)."""
+        state = self.windows.get(series)
+        if state is None:
+            state = self.windows[series] = windows.SeriesWindows()
+            self.records[series] = district.SeriesRecord()
+            self.live[series] = {}
+        return state
 
     def forget(self) -> None:
         self.records.clear()
         self.live.clear()
+        self.windows.clear()
         self.parts.clear()
         self.open.clear()
+        self.touched.clear()
+        self.expiring.clear()
+        self.moved.clear()
 
     async def process(self, events: list[Any]) -> None:
         self.state.hold(events)
@@ -102,7 +135,33 @@ class WindowJob:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write the state the processed batches left behind; acknowledge their input."""
+        """Write what the processed batches changed, in an order a crash at any point can
+        restore from: the new chunks, the chunks to delete (their windows were recorded closed
+        by an earlier write), the series records, then the partitions' progress. Then
+        acknowledge the input behind it."""
+        catalog = self.jobs.catalog
+        touched, self.touched = self.touched, {}
+        expiring, self.expiring = self.expiring, {}
+        for series, q in touched.items():
+            taken = self.windows[series].take_chunk()
+            if taken is not None:
+                number, chunk = taken
+                self.state.put(q, f"{series}{CHUNK_MARK}{number}", chunk)
+        for series, q in {**expiring, **touched}.items():
+            state = self.windows[series]
+            for number in state.expire():
+                self.state.delete(q, f"{series}{CHUNK_MARK}{number}")
+            if state.deletable:
+                self.expiring[series] = q
+        for series, q in touched.items():
+            state, record, live = self.windows[series], self.records[series], self.live[series]
+            record.closed_until = state.closed_until
+            record.sources = dict(state.sources)
+            self.state.changed(q, series, functools.partial(district.dump, record, live, series, catalog))
+        moved, self.moved = self.moved, set()
+        for q in sorted(moved):
+            part = self.parts[q]
+            self.state.put(q, f"{PARTITION_KEY}{q}", part)
         self.jobs.stats.add("state_writes", await self.state.flush(self.jobs.app.consumer))
 
     async def _process(self, events: list[Any]) -> None:
@@ -130,7 +189,7 @@ class WindowJob:
                 by_series.setdefault(item.series, []).append(item)
             for series, items in by_series.items():
                 try:
-                    self._add(message, series, items, touched, sends)
+                    self._add(message, series, items, source=batch.source, touched=touched, sends=sends)
                 except Exception as exc:  # one bad series must not stop the job
                     logger.exception(
                         "series failed topic=%s partition=%s offset=%s series=%s",
@@ -156,24 +215,23 @@ class WindowJob:
         message: Any,
         series: str,
         items: list[SeriesItem],
+        *,
+        source: int,
         touched: dict[str, int],
         sends: list[Awaitable[Any]],
     ) -> None:
-        q, offset = message.partition, message.offset
+        q = message.partition
         closed_until = self.parts[q].closed_until
-        record = self.record(series)
-        if offset <= record.windows.last_offset:
-            return
-        state, verdicts = windows.add(record.windows, items, closed_until)
-        record.windows = msgspec.structs.replace(state, last_offset=offset)
+        state = self.series(series)
+        verdicts = state.add(items, source, closed_until)
         touched[series] = q
-        if record.windows.open:
+        if state.open:
             self.open[q].add(series)
         for item, verdict in zip(items, verdicts, strict=True):
             if verdict is windows.Verdict.LATE:
                 sends.append(self._late(message, item, closed_until))
-            elif verdict is windows.Verdict.DUPLICATE:
-                self.jobs.stats.add("window_duplicates")
+            elif verdict is windows.Verdict.REPLAYED:
+                self.jobs.stats.add("window_replayed")
 
     def _late(self, message: Any, item: SeriesItem, closed_until: int) -> Awaitable[Any]:
         detail = f"{item.series} at {item.ts} is in a window that closed (closed until {closed_until})"
@@ -193,17 +251,17 @@ class WindowJob:
         emitted = now_ms()
         topics = self.jobs.topics
         for series in sorted(self.open[q]):
-            record = self.record(series)
-            state, done = windows.close(record.windows, watermark, self.keep_ms)
+            state = self.windows[series]
+            done = state.close(watermark)
             if not done:
                 continue
-            record.windows = state
             touched[series] = q
             if not state.open:
                 self.open[q].discard(series)
+            record, live = self.records[series], self.live[series]
             for window in done:
                 aggregate, signals = district.on_closed(
-                    record, self.live[series], series, window, ctx=self.ctx, emitted_ms=emitted
+                    record, live, series, window, ctx=self.ctx, emitted_ms=emitted
                 )
                 sends.append(topics.agg.send(key=series.encode(), value=codec.encode(aggregate)))
                 for signal in signals:
@@ -218,19 +276,10 @@ class WindowJob:
     async def _commit(
         self, sends: list[Awaitable[Any]], touched: dict[str, int], partitions: set[int]
     ) -> None:
+        """Outputs first: the changes are written (by :meth:`flush`) only once Kafka has them."""
         await send_all(sends)
-        for series, q in touched.items():
-            self._changed(q, series)
-        for q in partitions:
-            self._moved(q)
-
-    def _moved(self, q: int) -> None:
-        part = self.parts[q]
-        self.state.changed(q, f"{PARTITION_KEY}{q}", lambda: part)
-
-    def _changed(self, q: int, series: str) -> None:
-        record, live, catalog = self.records[series], self.live[series], self.jobs.catalog
-        self.state.changed(q, series, lambda: district.dump(record, live, series, catalog))
+        self.touched.update(touched)
+        self.moved |= partitions
 
     async def tick(self) -> None:
         """Close what idle sources were holding open (idle markers can come without items)."""

@@ -23,7 +23,7 @@ from citystream.settings import Settings
 from stream_jobs import alerts
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope
 from stream_jobs.app import Jobs
-from stream_jobs.runtime import guarded, persist, reject, send_all
+from stream_jobs.runtime import guarded, persist, reject, send_all, stored
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class AlertJob:
     def part(self, partition: int) -> AlertPartition:
         part = self.parts.get(partition)
         if part is None:
-            raw = self.jobs.tables.alerts.data.get(f"{PARTITION_KEY}{partition}")
+            raw = stored(self.jobs.tables.alerts.data.get(f"{PARTITION_KEY}{partition}"))
             part = AlertPartition() if raw is None else msgspec.convert(raw, AlertPartition, strict=False)
             self.parts[partition] = part
         return part
@@ -64,7 +64,7 @@ class AlertJob:
         cached = self.tracks.get(key)
         if cached is not None:
             return cached[1]
-        raw = self.jobs.tables.alerts.data.get(key)
+        raw = stored(self.jobs.tables.alerts.data.get(key))
         if raw is None:
             return alerts.Track()
         track = raw if isinstance(raw, alerts.Track) else msgspec.convert(raw, alerts.Track, strict=False)

@@ -26,7 +26,7 @@ from citystream.sensors import SENSOR_TYPES
 from stream_jobs import device
 from stream_jobs.app import Jobs
 from stream_jobs.messages import SeriesBatch, SeriesItem, Signal
-from stream_jobs.runtime import StateBuffer, guarded, reject, send_all
+from stream_jobs.runtime import StateBuffer, guarded, reject, send_all, stored
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class DeviceJob:
     def work(self, device_id: str) -> device.DeviceWork | None:
         work = self.cache.get(device_id)
         if work is None:
-            raw = self.jobs.tables.devices.data.get(device_id)
+            raw = stored(self.jobs.tables.devices.data.get(device_id))
             if raw is None:
                 return None
             record = (
@@ -115,7 +115,7 @@ class DeviceJob:
     def mark(self, partition: int) -> PartitionMark:
         mark = self.marks.get(partition)
         if mark is None:
-            raw = self.jobs.tables.devices.data.get(f"{PARTITION_KEY}{partition}")
+            raw = stored(self.jobs.tables.devices.data.get(f"{PARTITION_KEY}{partition}"))
             mark = PartitionMark() if raw is None else msgspec.convert(raw, PartitionMark, strict=False)
             self.marks[partition] = mark
             self.mark_wall[partition] = time.monotonic()
