@@ -77,7 +77,12 @@ def _register_soak(sub: SubParsers[argparse.ArgumentParser]) -> None:
         help="left out of the RSS growth (default: 8, the time the detectors' 60-reading windows take to "
         "fill at the knee run's reporting interval)",
     )
-    p.add_argument("--fleet", type=int, help="simulated sensors (default: the fleet of the knee's run)")
+    p.add_argument(
+        "--fleet",
+        type=int,
+        help="simulated sensors (default: the fleet of the knee's run, at most as many as each send 60 "
+        "readings, the detectors' longest window, within the warm-up)",
+    )
     p.add_argument(
         "--knee-from",
         type=Path,
@@ -197,7 +202,7 @@ def _soak(args: argparse.Namespace) -> int:
         rate_source=source,
         minutes=args.minutes,
         warmup_s=args.warmup * 60,
-        fleet=args.fleet or fleet,
+        fleet=args.fleet or min(fleet, soak.settled_fleet(rate, args.warmup * 60)),
         workdir=workdir,
     )
     data = asyncio.run(soak.Soak(get_settings(), config).run())

@@ -373,34 +373,23 @@ class Harness:
         )
         meter.add_role("loadgen", [load.pid], time.monotonic())
         tail = ProgressTail(progress_path)
-        lags = ["bridge", *system.groups] if spec.system == "ours" else ["bridge"]
-        watch = StepWatch(spec, lags) if spec.workload == "W2" else None
-        limit = (spec.messages / 1000.0 if spec.flat_out else spec.duration_s * 2) + 60.0
-        timeline: list[dict[str, float]] = []
-        stopped: str | None = None
         try:
-            while load.alive():
-                await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - t0) % TICK_S))
-                timeline.append(
-                    await self.sample(kafka=kafka, system=system, tps=tps, raw0=raw0, tail=tail, t0=t0)
-                )
-                meter.sample(time.monotonic())
-                load0 = None if tail.first_wall is None else tail.first_wall - wall0
-                reason = watch.check(timeline, load0) if watch else None
-                if reason is None and time.monotonic() - t0 > limit:
-                    reason = f"the load took longer than {limit:.0f} s"
-                if reason is not None and stopped is None:
-                    stopped = reason
-                    logger.info("%s: stopping the load: %s", spec.name, reason)
-                    load.proc.terminate()
+            stopped, timeline = await self.sample_load(
+                kafka=kafka, system=system, spec=spec, tps=tps, raw0=raw0, tail=tail, t0=t0, wall0=wall0,
+                meter=meter, load=load,
+            )  # fmt: skip
         finally:
             load.stop()
         if not summary_path.exists():
             raise BenchError(f"the load generator left no summary:\n{load.tail()}")
         summary = msgspec.json.decode(summary_path.read_bytes(), type=LoadSummary)
         drain_started = time.monotonic()
+        drained: list[dict[str, float]] = []
         await self.drain(kafka=kafka, system=system, tps=tps, raw0=raw0, tail=tail, t0=t0,
-                         timeline=timeline, meter=meter, sent=summary.sent)  # fmt: skip
+                         timeline=drained, meter=meter, sent=summary.sent)  # fmt: skip
+        timeline = await self.drained(
+            kafka=kafka, system=system, meter=meter, timeline=timeline, drained=drained
+        )
         system.check_alive()
         return {
             "load": summary,
@@ -414,6 +403,55 @@ class Harness:
             "load0": None if tail.first_wall is None else tail.first_wall - wall0,
             "drain_s": round(time.monotonic() - drain_started, 1),
         }
+
+    async def sample_load(
+        self,
+        *,
+        kafka: Kafka,
+        system: systems.System,
+        spec: SegmentSpec,
+        tps: list[TopicPartition],
+        raw0: int,
+        tail: ProgressTail,
+        t0: float,
+        wall0: float,
+        meter: ProcMeter,
+        load: systems.Child,
+    ) -> tuple[str | None, list[dict[str, float]]]:
+        """Sample every ``TICK_S`` while the load runs (stopping a W2 step that fell behind); why
+        the load was stopped early, if it was, and the samples."""
+        lags = ["bridge", *system.groups] if spec.system == "ours" else ["bridge"]
+        watch = StepWatch(spec, lags) if spec.workload == "W2" else None
+        limit = (spec.messages / 1000.0 if spec.flat_out else spec.duration_s * 2) + 60.0
+        timeline: list[dict[str, float]] = []
+        stopped: str | None = None
+        while load.alive():
+            await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - t0) % TICK_S))
+            timeline.append(
+                await self.sample(kafka=kafka, system=system, tps=tps, raw0=raw0, tail=tail, t0=t0)
+            )
+            meter.sample(time.monotonic())
+            load0 = None if tail.first_wall is None else tail.first_wall - wall0
+            reason = watch.check(timeline, load0) if watch else None
+            if reason is None and time.monotonic() - t0 > limit:
+                reason = f"the load took longer than {limit:.0f} s"
+            if reason is not None and stopped is None:
+                stopped = reason
+                logger.info("%s: stopping the load: %s", spec.name, reason)
+                load.proc.terminate()
+        return stopped, timeline
+
+    async def drained(
+        self,
+        *,
+        kafka: Kafka,
+        system: systems.System,
+        meter: ProcMeter,
+        timeline: list[dict[str, float]],
+        drained: list[dict[str, float]],
+    ) -> list[dict[str, float]]:
+        """The segment's timeline: the samples of the load, then those of the drain."""
+        return timeline + drained
 
     async def drain(
         self,

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -64,36 +65,21 @@ def fleet_readings(n: int, seed: int = 7) -> list[bytes]:
     rng = random.Random(seed)
     devices = [(f"bench-aq-{d.id}-{i:02d}", d.id) for d in DISTRICTS for i in range(DEVICES_PER_DISTRICT)]
     level = {dev: [rng.uniform(10, 30), rng.uniform(20, 50), 0.02, 0.03, 0.4] for dev, _ in devices}
-    start = int(time.time() * 1000) // 60_000 * 60_000 - (n // len(devices) + 10) * STEP_MS
-    out: list[bytes] = []
-    k = 0
-    while len(out) < n:
-        ts = start + k * STEP_MS
-        for device_id, district in devices:
-            lv = level[device_id]
-            lv[0] = max(1.0, lv[0] + rng.gauss(0, 0.3))
-            lv[1] = max(2.0, lv[1] + rng.gauss(0, 0.5))
-            values = {
-                "pm25": round(lv[0], 2),
-                "pm10": round(lv[1], 2),
-                "no2": round(lv[2] + rng.gauss(0, 0.001), 4),
-                "o3": round(lv[3] + rng.gauss(0, 0.001), 4),
-                "co": round(lv[4] + rng.gauss(0, 0.01), 3),
-            }
-            reading = Reading(
-                device_id=device_id,
-                district=district,
-                sensor_type="air_quality",
-                ts=ts + rng.randrange(0, 1000),
-                seq=k,
-                values=values,
-                received_ms=ts + 1200,
-            )
-            out.append(codec.encode(reading))
-            if len(out) == n:
-                break
-        k += 1
-    return out
+
+    def values(device_id: str) -> dict[str, float]:
+        lv = level[device_id]
+        lv[0] = max(1.0, lv[0] + rng.gauss(0, 0.3))
+        lv[1] = max(2.0, lv[1] + rng.gauss(0, 0.5))
+        return {
+            "pm25": round(lv[0], 2),
+            "pm10": round(lv[1], 2),
+            "no2": round(lv[2] + rng.gauss(0, 0.001), 4),
+            "o3": round(lv[3] + rng.gauss(0, 0.001), 4),
+            "co": round(lv[4] + rng.gauss(0, 0.01), 3),
+        }
+
+    members = [(device_id, district, "air_quality") for device_id, district in devices]
+    return _stream(n, rng, members, STEP_MS, values)
 
 
 CITY_DEVICES = 10_000
@@ -115,24 +101,40 @@ def city_readings(n: int, seed: int = 7, devices: int = CITY_DEVICES) -> list[by
         ]
         for d in fleet
     }
-    start = int(time.time() * 1000) // 60_000 * 60_000 - (n // devices + 10) * 1000
+
+    def values(device_id: str) -> dict[str, float]:
+        lv = level[device_id]
+        out = {}
+        for i, m in enumerate(ranges[device_id]):
+            lv[i] = min(m.high, max(m.low, lv[i] + rng.gauss(0, 0.002 * (m.high - m.low))))
+            out[m.name] = round(lv[i], 3)
+        return out
+
+    return _stream(n, rng, [(d.device_id, d.district, d.sensor_type) for d in fleet], 1000, values)
+
+
+def _stream(
+    n: int,
+    rng: random.Random,
+    members: list[tuple[str, str, str]],
+    step_ms: int,
+    values: Callable[[str], dict[str, float]],
+) -> list[bytes]:
+    """``n`` encoded readings: every member (device, district, sensor type) once per ``step_ms``,
+    ending about ten steps before now, in time order."""
+    start = int(time.time() * 1000) // 60_000 * 60_000 - (n // len(members) + 10) * step_ms
     out: list[bytes] = []
     k = 0
     while len(out) < n:
-        ts = start + k * 1000
-        for d in fleet:
-            lv = level[d.device_id]
-            values = {}
-            for i, m in enumerate(ranges[d.device_id]):
-                lv[i] = min(m.high, max(m.low, lv[i] + rng.gauss(0, 0.002 * (m.high - m.low))))
-                values[m.name] = round(lv[i], 3)
+        ts = start + k * step_ms
+        for device_id, district, sensor_type in members:
             reading = Reading(
-                device_id=d.device_id,
-                district=d.district,
-                sensor_type=d.sensor_type,
+                device_id=device_id,
+                district=district,
+                sensor_type=sensor_type,
+                values=values(device_id),
                 ts=ts + rng.randrange(0, 1000),
                 seq=k,
-                values=values,
                 received_ms=ts + 1200,
             )
             out.append(codec.encode(reading))

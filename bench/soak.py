@@ -17,14 +17,12 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -33,7 +31,7 @@ from bench import soak_verdicts as verdicts
 from bench.errors import BenchError
 from bench.harness import Config, Harness, ProgressTail, machine
 from bench.kafka_io import Kafka
-from bench.load import LoadSpec, LoadSummary, Phase
+from bench.load import Phase
 from bench.procstats import ProcMeter
 from bench.workloads import SegmentSpec
 from citystream.settings import Settings
@@ -61,6 +59,8 @@ LABELS = {
 }
 DEFAULT_FLEET = workloads.QUICK.fleet
 """Sensors when the rate is given (the quick benchmark's fleet, on which the knee was measured)."""
+STATE_READINGS = 60
+"""Readings a device sends before its state stops growing (the detectors' longest window)."""
 CLEAN_EXITS = (0, -15)
 """Exit codes of a process stopped with SIGTERM that shut down by itself or by the signal."""
 
@@ -97,6 +97,13 @@ def knee_config(results: Path, share: float = KNEE_SHARE) -> tuple[float, int, s
         f"({data.get('mode', '?')} run of {w2.get('uid', data.get('started', '?'))})"
     )
     return rate, fleet, source
+
+
+def settled_fleet(rate: float, warmup_s: float) -> int:
+    """The most sensors that, sharing ``rate`` msg/s, each send ``STATE_READINGS`` readings within
+    80% of the warm-up: with more, the per-device state would still be filling (and RSS growing)
+    when the growth is measured."""
+    return max(1, int(rate * warmup_s * 0.8 / STATE_READINGS))
 
 
 class Soak(Harness):
@@ -159,86 +166,25 @@ class Soak(Harness):
             "verdicts": judge(self.soak, self.timeline, segment, self.logs),
         }
 
-    async def measure(
+    async def sample_load(
         self,
         *,
         kafka: Kafka,
         system: systems.System,
         spec: SegmentSpec,
         tps: list[TopicPartition],
-        raw_start: dict[TopicPartition, int],
-        workdir: Path,
-    ) -> dict[str, Any]:
-        """The load at one rate, sampled every ``SAMPLE_S``; then the drain. Keys as the harness's."""
-        raw0 = sum(raw_start.values())
-        progress_path, summary_path = workdir / "progress.jsonl", workdir / "load-summary.json"
-        load_spec = LoadSpec(
-            fleet=self.mode.fleet, seed=1, id_prefix=self.id_prefix, root=system.ctx.root, qos=1,
-            phases=list(spec.phases), logins=self.logins,
-            progress_path=str(progress_path), summary_path=str(summary_path),
-        )  # fmt: skip
-        spec_path = workdir / "load.json"
-        spec_path.write_bytes(msgspec.json.encode(load_spec))
-        spec_path.chmod(0o600)  # it holds the gateway passwords
-        self.logs = {c.name: c.log_path for c in system.children} | {"loadgen": workdir / "loadgen.log"}
-        meter = ProcMeter({**system.roles(), **{k: [v] for k, v in self.services.items()}})
-        before = system.counters()
-        sink_before = system.sink_latency() if isinstance(system, systems.Ours) else {}
-        t0, wall0 = time.monotonic(), time.time()
-        meter.start(t0)
-        load = systems.Child(
-            "loadgen",
-            [sys.executable, "-m", "bench.load", str(spec_path)],
-            cwd=workdir,
-            log=workdir / "loadgen.log",
-        )
-        meter.add_role("loadgen", [load.pid], time.monotonic())
-        tail = ProgressTail(progress_path)
-        try:
-            stopped = await self.sample_load(
-                kafka=kafka, system=system, tps=tps, raw0=raw0, tail=tail, t0=t0, meter=meter, load=load,
-                limit=spec.duration_s + LOAD_SLACK_S,
-            )  # fmt: skip
-        finally:
-            load.stop()
-        if not summary_path.exists():
-            raise BenchError(f"the load generator left no summary:\n{load.tail()}")
-        summary = msgspec.json.decode(summary_path.read_bytes(), type=LoadSummary)
-        drain_started = time.monotonic()
-        drained: list[dict[str, float]] = []
-        await self.drain(kafka=kafka, system=system, tps=tps, raw0=raw0, tail=tail, t0=t0,
-                         timeline=drained, meter=meter, sent=summary.sent)  # fmt: skip
-        if drained:
-            after = drained[-1] | await self.topic_lags(kafka, system) | rss_row(meter)
-            self.timeline.append(after | {"drained": 1.0})
-        system.check_alive()
-        return {
-            "load": summary,
-            "stopped": stopped,
-            "timeline": self.timeline,
-            "meter": meter,
-            "counters_before": before,
-            "counters_after": system.counters(),
-            "sink_before": sink_before,
-            "sink_after": system.sink_latency() if isinstance(system, systems.Ours) else {},
-            "load0": None if tail.first_wall is None else tail.first_wall - wall0,
-            "drain_s": round(time.monotonic() - drain_started, 1),
-        }
-
-    async def sample_load(
-        self,
-        *,
-        kafka: Kafka,
-        system: systems.System,
-        tps: list[TopicPartition],
         raw0: int,
         tail: ProgressTail,
         t0: float,
+        wall0: float,
         meter: ProcMeter,
         load: systems.Child,
-        limit: float,
-    ) -> str | None:
-        """Sample every ``SAMPLE_S`` while the load runs; why it was stopped early, if it was."""
+    ) -> tuple[str | None, list[dict[str, float]]]:
+        """Sample every ``SAMPLE_S`` while the load runs, with each group's lag per topic and the
+        RSS of every process (into ``self.timeline``, so a failed run still reports them); stop
+        the load when a stage exits."""
+        self.logs = {c.name: c.log_path for c in system.children} | {"loadgen": load.log_path}
+        limit = spec.duration_s + LOAD_SLACK_S
         due = SAMPLE_S
         while load.alive():
             await asyncio.sleep(1.0)
@@ -261,8 +207,23 @@ class Soak(Harness):
             if reason is not None:
                 logger.warning("soak: stopping the load: %s", reason)
                 load.proc.terminate()
-                return reason
-        return None
+                return reason, self.timeline
+        return None, self.timeline
+
+    async def drained(
+        self,
+        *,
+        kafka: Kafka,
+        system: systems.System,
+        meter: ProcMeter,
+        timeline: list[dict[str, float]],
+        drained: list[dict[str, float]],
+    ) -> list[dict[str, float]]:
+        """The samples of the load and one after the drain, with the lags and RSS then."""
+        if drained:
+            after = drained[-1] | await self.topic_lags(kafka, system) | rss_row(meter)
+            self.timeline.append(after | {"drained": 1.0})
+        return self.timeline
 
     async def topic_lags(self, kafka: Kafka, system: systems.System) -> dict[str, float]:
         """``lag/<stage>/<topic>``: what each consumer group of ours has not committed, per topic."""

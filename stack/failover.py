@@ -21,9 +21,9 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -36,6 +36,8 @@ from citystream.errors import StackError
 from citystream.kafka_client import Principal, client_kwargs
 from citystream.settings import Settings
 from stack.kafka_cluster import KafkaCluster
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -161,16 +163,7 @@ class GroupProbe:
         self, holds: Callable[[GroupView], bool], timeout_s: float, interval_s: float = 0.2
     ) -> tuple[float, GroupView] | None:
         """Poll until ``holds``; (seconds waited, the view) or ``None`` (errors count as "not yet")."""
-        t0 = time.monotonic()
-        while time.monotonic() < t0 + timeout_s:
-            try:
-                view = await self.view()
-            except (KafkaError, TimeoutError):
-                view = None
-            if view is not None and holds(view):
-                return time.monotonic() - t0, view
-            await asyncio.sleep(interval_s)
-        return None
+        return await poll_until(self.view, holds, timeout_s, interval_s=interval_s)
 
 
 async def _read_back(
@@ -249,16 +242,9 @@ async def _wait_layout(
     probe: MetadataProbe, topic: str, node_id: int, holds: Callable[[Layout], bool], timeout_s: float
 ) -> tuple[float, Layout] | None:
     """Poll one broker's metadata until ``holds``; (seconds waited, layout) or ``None``."""
-    t0 = time.monotonic()
-    while time.monotonic() < t0 + timeout_s:
-        try:
-            layout = await probe.layout(topic, node_id)
-        except KafkaError:
-            layout = {}
-        if layout and holds(layout):
-            return time.monotonic() - t0, layout
-        await asyncio.sleep(0.1)
-    return None
+    return await poll_until(
+        lambda: probe.layout(topic, node_id), lambda layout: bool(layout) and holds(layout), timeout_s
+    )
 
 
 async def wait_topic_layouts(
@@ -269,15 +255,30 @@ async def wait_topic_layouts(
     timeout_s: float,
 ) -> tuple[float, TopicLayout] | None:
     """``_wait_layout`` over several topics at once (a pipeline's topics, ``__consumer_offsets``)."""
+    return await poll_until(
+        lambda: probe.layouts(topics, node_id), lambda layout: bool(layout) and holds(layout), timeout_s
+    )
+
+
+async def poll_until(
+    fetch: Callable[[], Awaitable[T]],
+    holds: Callable[[T], bool],
+    timeout_s: float,
+    *,
+    interval_s: float = 0.1,
+) -> tuple[float, T] | None:
+    """Fetch until ``holds`` is true of what came back; (seconds waited, that value) or ``None``
+    after ``timeout_s``. A Kafka error or a timeout while fetching counts as "not yet"."""
     t0 = time.monotonic()
     while time.monotonic() < t0 + timeout_s:
         try:
-            layout = await probe.layouts(topics, node_id)
-        except KafkaError:
-            layout = {}
-        if layout and holds(layout):
-            return time.monotonic() - t0, layout
-        await asyncio.sleep(0.1)
+            value = await fetch()
+        except (KafkaError, TimeoutError):
+            pass
+        else:
+            if holds(value):
+                return time.monotonic() - t0, value
+        await asyncio.sleep(interval_s)
     return None
 
 

@@ -292,3 +292,11 @@ def test_no_samples_no_verdict() -> None:
     got = soak.judge(soak_config(), [], {"load0": None}, {})
     assert not got["ok"]
     assert got["window"] is None
+
+
+def test_the_default_fleet_lets_every_device_fill_its_state_in_the_warm_up() -> None:
+    fleet = soak.settled_fleet(350.0, 8 * 60)
+    assert fleet == 2240
+    seconds_to_fill = soak.STATE_READINGS * fleet / 350.0
+    assert seconds_to_fill <= 0.8 * 8 * 60
+    assert soak.settled_fleet(0.001, 60) == 1
