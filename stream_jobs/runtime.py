@@ -100,6 +100,10 @@ class StateBuffer:
             event.message.incref()
             self.held.append(event)
 
+    def adopt(self, events: Iterable[Any]) -> None:
+        """Acknowledge ``events``, which already hold a reference, with the next write."""
+        self.held.extend(events)
+
     def changed(self, partition: int, key: str, value: Callable[[], Any]) -> None:
         """``key`` (of changelog partition ``partition``) is to be written; ``value`` makes it.
 

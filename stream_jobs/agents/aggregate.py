@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import msgspec
@@ -22,6 +22,7 @@ from citystream import codec
 from stream_jobs import district, windows
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope, jobs_tail_ms, series_partition
 from stream_jobs.app import Jobs
+from stream_jobs.input_order import InputOrder
 from stream_jobs.messages import SeriesBatch, SeriesItem
 from stream_jobs.runtime import StateBuffer, guarded, now_ms, reject, send_all, stored
 
@@ -67,6 +68,7 @@ class WindowJob:
         """Partitions whose progress changed since the last state write."""
         self.partitions = jobs.settings.kafka.partitions
         self.lock = asyncio.Lock()
+        self.order = InputOrder(jobs.app)
         self.state = StateBuffer(jobs.tables.series, s.state_flush_s)
 
     def part(self, partition: int) -> SeriesPartition:
@@ -128,8 +130,11 @@ class WindowJob:
         self.expiring.clear()
         self.moved.clear()
 
-    async def process(self, events: list[Any]) -> None:
+    async def process(self, events: list[Any], adopted: Iterable[Any] = ()) -> None:
+        """Apply a batch; its events (and ``adopted``, see :mod:`stream_jobs.input_order`) are
+        acknowledged with the state write after it."""
         self.state.hold(events)
+        self.state.adopt(adopted)
         await self._process(events)
         if self.state.due():
             await self.flush()
@@ -310,7 +315,8 @@ def install(jobs: Jobs) -> WindowJob:
     async def windows_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             async with job.lock:
-                await guarded("windows", job.process(list(events)))
+                admitted = await job.order.admit(list(events))
+                await guarded("windows", job.process(admitted.events, admitted.adopted))
 
     jobs.app.agent(jobs.topics.series, name="windows")(windows_agent)
 
@@ -324,6 +330,7 @@ def install(jobs: Jobs) -> WindowJob:
         async with job.lock:
             await guarded("windows state", job.flush())
             job.forget()
+            job.order.reset()
 
     async def flush() -> None:
         async with job.lock:

@@ -23,6 +23,7 @@ from citystream.settings import Settings
 from stream_jobs import alerts
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope
 from stream_jobs.app import Jobs
+from stream_jobs.input_order import InputOrder
 from stream_jobs.runtime import guarded, persist, reject, send_all, stored
 
 logger = logging.getLogger(__name__)
@@ -193,14 +194,26 @@ def install(jobs: Jobs) -> AlertJob:
     commands = CommandJob(jobs)
     s = jobs.settings.jobs
 
+    alerts_order, commands_order = InputOrder(jobs.app), InputOrder(jobs.app)
+
     async def alerts_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             async with job.lock:
-                await guarded("alerts", job.process(list(events)))
+                admitted = await alerts_order.admit(list(events))
+                await guarded("alerts", job.process(admitted.events))
+                release(admitted.adopted)
 
     async def commands_agent(stream: Any) -> None:
         async for events in stream.take_events(100, within=0.1):
-            await guarded("commands", commands.process(list(events)))
+            admitted = await commands_order.admit(list(events))
+            await guarded("commands", commands.process(admitted.events))
+            release(admitted.adopted)
+
+    def release(adopted: list[Any]) -> None:
+        """The copies set aside are acknowledged once those read again are processed (these
+        agents write their state within ``process``)."""
+        for event in adopted:
+            event.message.ack(jobs.app.consumer)
 
     jobs.app.agent(jobs.topics.signals, name="alerts")(alerts_agent)
     jobs.app.agent(jobs.topics.commands, name="commands")(commands_agent)
@@ -208,6 +221,8 @@ def install(jobs: Jobs) -> AlertJob:
     async def forget(*_: Any, **__: Any) -> None:
         async with job.lock:
             job.forget()
+            alerts_order.reset()
+            commands_order.reset()
 
     jobs.app.on_partitions_revoked.connect(forget)
     return job

@@ -15,7 +15,7 @@ import math
 import statistics
 import time
 import zlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import msgspec
@@ -25,6 +25,7 @@ from citystream.model import QualityScore, Reading
 from citystream.sensors import SENSOR_TYPES
 from stream_jobs import device
 from stream_jobs.app import Jobs
+from stream_jobs.input_order import InputOrder
 from stream_jobs.messages import SeriesBatch, SeriesItem, Signal
 from stream_jobs.runtime import StateBuffer, guarded, reject, send_all, stored
 
@@ -76,6 +77,7 @@ class DeviceJob:
         self.intervals: dict[str, float] = {}
         """device_id -> reporting interval (s) from the device registry, when known."""
         self.lock = asyncio.Lock()
+        self.order = InputOrder(jobs.app)
         self.state = StateBuffer(jobs.tables.devices, s.state_flush_s)
         self.ctx = device.Context(
             catalog=jobs.catalog,
@@ -135,8 +137,11 @@ class DeviceJob:
         self.cache.clear()
         self.marks.clear()
 
-    async def process(self, events: list[Any]) -> None:
+    async def process(self, events: list[Any], adopted: Iterable[Any] = ()) -> None:
+        """Apply a batch; its events (and ``adopted``, see :mod:`stream_jobs.input_order`) are
+        acknowledged with the state write after it."""
         self.state.hold(events)
+        self.state.adopt(adopted)
         await self._process(events)
         if self.state.due():
             await self.flush()
@@ -359,7 +364,8 @@ def install(jobs: Jobs) -> DeviceJob:
     async def readings(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             async with job.lock:
-                await guarded("readings", job.process(list(events)))
+                admitted = await job.order.admit(list(events))
+                await guarded("readings", job.process(admitted.events, admitted.adopted))
 
     jobs.app.agent(jobs.topics.raw, name="readings")(readings)
 
@@ -367,6 +373,7 @@ def install(jobs: Jobs) -> DeviceJob:
         async with job.lock:
             await guarded("device state", job.flush())
             job.forget()
+            job.order.reset()
 
     async def flush() -> None:
         async with job.lock:

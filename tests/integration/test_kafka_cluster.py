@@ -65,11 +65,6 @@ async def test_killing_a_broker_mid_stream_loses_nothing(cluster: KafkaCluster) 
     assert report.rejoin_s is not None
 
 
-@pytest.mark.xfail(
-    reason="known bug, open: a killed worker sometimes loses readings from the 1-minute windows "
-    "(8 to 24 of 1,440 per window in some runs); intermittent, so not strict",
-    strict=False,
-)
 async def test_chaos_round_broker_and_worker_killed_mid_stream(
     cluster: KafkaCluster, uid: str, tmp_path: Path
 ) -> None:
