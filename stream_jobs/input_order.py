@@ -22,10 +22,25 @@ skips what it has.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from citystream.kafka_client import Principal, client_kwargs
+from citystream.settings import Settings
+
+if TYPE_CHECKING:
+    from stream_jobs.app import Jobs
 
 logger = logging.getLogger(__name__)
+
+Committed = Callable[[Any], Awaitable[int | None]]
+"""Partition -> its committed offset in the worker's group (``None``: nothing committed)."""
 
 MAX_REWINDS = 20
 """Rewinds to the same offset before the missing records are taken as absent from the log."""
@@ -39,9 +54,33 @@ class Admitted(NamedTuple):
     (they hold one reference each, taken when they were set aside)."""
 
 
+def group_offsets(settings: Settings, group: str) -> Committed:
+    """Reads a partition's committed offset from Kafka. Faust fills its own copy only when it
+    seeks, which can be after the first records of a new assignment have arrived."""
+
+    async def committed(tp: Any) -> int | None:
+        admin = AIOKafkaAdminClient(**client_kwargs(settings, Principal.JOBS))
+        await admin.start()
+        try:
+            part = TopicPartition(tp.topic, tp.partition)
+            offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group, partitions=[part]), 15)
+        finally:
+            await admin.close()
+        meta = offsets.get(part)
+        return meta.offset if meta is not None and meta.offset >= 0 else None
+
+    return committed
+
+
+def for_jobs(jobs: Jobs) -> InputOrder:
+    """An input order for one of the worker's agents."""
+    return InputOrder(jobs.app, group_offsets(jobs.settings, jobs.app.conf.id))
+
+
 class InputOrder:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, committed: Committed) -> None:
         self.app = app
+        self.committed = committed
         self.next: dict[Any, int] = {}
         """Partition -> the next offset to apply."""
         self.rewinds: dict[Any, tuple[int, int]] = {}
@@ -114,13 +153,20 @@ class InputOrder:
         self.aside.setdefault(tp, {}).setdefault(event.message.offset, []).append(event)
 
     async def _start(self, tp: Any) -> int:
+        """Where a newly assigned partition's records should start: its committed offset, or
+        its first offset when nothing is committed; -1 when Kafka cannot say (the first record
+        then counts as the start)."""
         consumer = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {}).get(tp)  # Faust keeps no public copy
-        if committed:
-            return int(committed)
+        known = getattr(consumer, "_committed_offset", {}).get(tp)  # Faust keeps no public copy
+        if known:
+            return int(known)
         try:
+            committed = await self.committed(tp)
+            if committed is not None:
+                return committed
             earliest = await consumer.earliest_offsets(tp)
-        except Exception:  # no answer: take the partition from where its records start
+        except (KafkaError, TimeoutError, OSError) as exc:
+            logger.warning("no committed offset for %s/%d: %r", tp.topic, tp.partition, exc)
             return -1
         return int(earliest.get(tp) or 0)
 

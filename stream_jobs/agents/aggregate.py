@@ -19,10 +19,9 @@ from typing import Any
 import msgspec
 
 from citystream import codec
-from stream_jobs import district, windows
+from stream_jobs import district, input_order, windows
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope, jobs_tail_ms, series_partition
 from stream_jobs.app import Jobs
-from stream_jobs.input_order import InputOrder
 from stream_jobs.messages import SeriesBatch, SeriesItem
 from stream_jobs.runtime import StateBuffer, guarded, now_ms, reject, send_all, stored
 
@@ -68,7 +67,7 @@ class WindowJob:
         """Partitions whose progress changed since the last state write."""
         self.partitions = jobs.settings.kafka.partitions
         self.lock = asyncio.Lock()
-        self.order = InputOrder(jobs.app)
+        self.order = input_order.for_jobs(jobs)
         self.state = StateBuffer(jobs.tables.series, s.state_flush_s)
 
     def part(self, partition: int) -> SeriesPartition:

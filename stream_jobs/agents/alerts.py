@@ -20,10 +20,9 @@ from aiokafka.partitioner import murmur2
 from citystream import codec
 from citystream.model import AlertCommand, AlertCommandKind, AlertEvent
 from citystream.settings import Settings
-from stream_jobs import alerts
+from stream_jobs import alerts, input_order
 from stream_jobs.agents.dedup import PARTITION_KEY, Envelope
 from stream_jobs.app import Jobs
-from stream_jobs.input_order import InputOrder
 from stream_jobs.runtime import guarded, persist, reject, send_all, stored
 
 logger = logging.getLogger(__name__)
@@ -194,7 +193,7 @@ def install(jobs: Jobs) -> AlertJob:
     commands = CommandJob(jobs)
     s = jobs.settings.jobs
 
-    alerts_order, commands_order = InputOrder(jobs.app), InputOrder(jobs.app)
+    alerts_order, commands_order = input_order.for_jobs(jobs), input_order.for_jobs(jobs)
 
     async def alerts_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):

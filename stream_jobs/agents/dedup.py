@@ -23,9 +23,8 @@ import msgspec
 from citystream import codec
 from citystream.model import QualityScore, Reading
 from citystream.sensors import SENSOR_TYPES
-from stream_jobs import device
+from stream_jobs import device, input_order
 from stream_jobs.app import Jobs
-from stream_jobs.input_order import InputOrder
 from stream_jobs.messages import SeriesBatch, SeriesItem, Signal
 from stream_jobs.runtime import StateBuffer, guarded, reject, send_all, stored
 
@@ -77,7 +76,7 @@ class DeviceJob:
         self.intervals: dict[str, float] = {}
         """device_id -> reporting interval (s) from the device registry, when known."""
         self.lock = asyncio.Lock()
-        self.order = InputOrder(jobs.app)
+        self.order = input_order.for_jobs(jobs)
         self.state = StateBuffer(jobs.tables.devices, s.state_flush_s)
         self.ctx = device.Context(
             catalog=jobs.catalog,

@@ -36,6 +36,9 @@ class FakeMessage:
 class FakeConsumer:
     def __init__(self, committed: dict[TP, int | None], earliest: int = 0) -> None:
         self._committed_offset = committed
+        """Faust's copy of the committed offsets."""
+        self.group: dict[TP, int] = {tp: o for tp, o in committed.items() if o is not None}
+        """The group's committed offsets in Kafka."""
         self.earliest = earliest
         self.seeks: list[tuple[TP, int]] = []
 
@@ -44,6 +47,13 @@ class FakeConsumer:
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+
+def in_order(consumer: FakeConsumer) -> InputOrder:
+    async def committed(tp: Any) -> int | None:
+        return consumer.group.get(tp)
+
+    return InputOrder(SimpleNamespace(consumer=consumer), committed)
 
 
 def events(tp: TP, *offsets: int) -> list[Any]:
@@ -62,7 +72,7 @@ def faust_done(evs: list[Any]) -> None:
 
 async def test_records_in_order_from_the_committed_offset_pass() -> None:
     consumer = FakeConsumer({RAW: 7})
-    order = InputOrder(SimpleNamespace(consumer=consumer))
+    order = in_order(consumer)
     assert offsets((await order.admit(events(RAW, 7, 8, 9))).events) == [7, 8, 9]
     assert offsets((await order.admit(events(RAW, 10))).events) == [10]
     assert consumer.seeks == []
@@ -71,7 +81,7 @@ async def test_records_in_order_from_the_committed_offset_pass() -> None:
 async def test_a_hole_rewinds_and_what_was_set_aside_waits_for_its_copy() -> None:
     """Faust delivered 9.. but never 7 and 8 (the committed offset is 7)."""
     consumer = FakeConsumer({RAW: 7, OTHER: 3})
-    order = InputOrder(SimpleNamespace(consumer=consumer))
+    order = in_order(consumer)
     batch = [*events(RAW, 9, 10), *events(OTHER, 3, 4)]
     first = await order.admit(batch)
     faust_done(batch)
@@ -93,14 +103,14 @@ async def test_a_hole_rewinds_and_what_was_set_aside_waits_for_its_copy() -> Non
 async def test_nothing_committed_starts_from_the_first_offset() -> None:
     """Records cleared by a rebalance before anything was committed are not read again by Faust."""
     consumer = FakeConsumer({RAW: None}, earliest=0)
-    order = InputOrder(SimpleNamespace(consumer=consumer))
+    order = in_order(consumer)
     assert (await order.admit(events(RAW, 26, 27))).events == []
     assert consumer.seeks == [(RAW, 0)]
 
 
 async def test_replays_below_the_next_offset_pass_to_the_state_which_skips_them() -> None:
     consumer = FakeConsumer({RAW: 5})
-    order = InputOrder(SimpleNamespace(consumer=consumer))
+    order = in_order(consumer)
     await order.admit(events(RAW, 5, 6, 7))
     assert offsets((await order.admit(events(RAW, 6, 7, 8))).events) == [6, 7, 8]
     assert consumer.seeks == []
@@ -108,7 +118,7 @@ async def test_replays_below_the_next_offset_pass_to_the_state_which_skips_them(
 
 async def test_a_rebalance_starts_again_from_the_committed_offset_and_releases_what_was_set_aside() -> None:
     consumer = FakeConsumer({RAW: 5})
-    order = InputOrder(SimpleNamespace(consumer=consumer))
+    order = in_order(consumer)
     await order.admit(events(RAW, 5, 6))
     aside = events(RAW, 9)
     await order.admit(aside)
@@ -122,10 +132,19 @@ async def test_a_rebalance_starts_again_from_the_committed_offset_and_releases_w
 
 async def test_offsets_missing_from_the_log_are_accepted_after_the_rewinds() -> None:
     consumer = FakeConsumer({RAW: 3})
-    order = InputOrder(SimpleNamespace(consumer=consumer))
+    order = in_order(consumer)
     for _ in range(MAX_REWINDS):
         assert (await order.admit(events(RAW, 5))).events == []
     last = await order.admit(events(RAW, 5, 6))
     assert offsets(last.events) == [5, 6]
     assert len(last.adopted) == MAX_REWINDS
     assert len(consumer.seeks) == MAX_REWINDS
+
+
+async def test_a_partition_faust_has_not_sought_yet_starts_from_the_group_offset_in_kafka() -> None:
+    """Records of a new assignment can arrive before Faust has its copy of the committed offsets."""
+    consumer = FakeConsumer({RAW: None})
+    consumer.group[RAW] = 9000
+    order = in_order(consumer)
+    assert offsets((await order.admit(events(RAW, 9000, 9001))).events) == [9000, 9001]
+    assert consumer.seeks == []
