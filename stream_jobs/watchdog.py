@@ -4,7 +4,7 @@ Faust commits an input partition up to the first record that is not acknowledged
 that is never acknowledged (lost between Faust's buffers and an agent) freezes the commits of
 its partition for good while the worker keeps processing what follows: the lag grows without
 bound and a restart would replay everything since. The watchdog looks for that state (records
-acknowledged beyond a gap at the committed offset) and, when the same gap outlives
+acknowledged beyond a gap at the committed offset) and, when a partition's gap outlives
 ``jobs.commit_stall_s``, logs it and stops the worker (:func:`stream_jobs.runtime.fail_stop`);
 the restarted worker resumes from the committed offset with the state written before it, so
 nothing is lost or counted twice.
@@ -47,16 +47,19 @@ def holes(committed: Mapping[Any, int | None], acked: Mapping[Any, Iterable[int]
 
 
 class CommitWatch:
-    """Remembers since when each hole has been there; :meth:`stuck` returns those too old."""
+    """Remembers since when each partition has had a hole; :meth:`stuck` returns the holes of
+    the partitions that have had one for ``stall_s`` without a break. A commit that creeps on
+    (Faust counts some offsets of a hole as a gap of the log) does not reset the clock: only
+    a sample without a hole does."""
 
     def __init__(self, stall_s: float) -> None:
         self.stall_s = stall_s
-        self.since: dict[tuple[str, int, int], float] = {}
+        self.since: dict[tuple[str, int], float] = {}
 
     def stuck(self, found: list[Hole], now: float) -> list[Hole]:
-        keys = {(h.topic, h.partition, h.committed): h for h in found}
-        self.since = {k: self.since.get(k, now) for k in keys}
-        return [h for k, h in keys.items() if now - self.since[k] >= self.stall_s]
+        holes = {(h.topic, h.partition): h for h in found}
+        self.since = {k: self.since.get(k, now) for k in holes}
+        return [h for k, h in holes.items() if now - self.since[k] >= self.stall_s]
 
 
 def install(app: Any, stall_s: float, every_s: float) -> CommitWatch:

@@ -33,14 +33,17 @@ def test_a_hole_at_the_committed_offset_is_found() -> None:
     assert holes({raw: 100}, {raw: []}) == []
 
 
-def test_only_a_hole_that_stays_put_is_stuck() -> None:
+def test_only_a_hole_that_lasts_is_stuck() -> None:
     watch = CommitWatch(stall_s=60.0)
     hole = Hole("raw", 0, 100, 104, 3)
     assert watch.stuck([hole], now=0.0) == []
     assert watch.stuck([hole], now=59.0) == []
     assert watch.stuck([hole], now=60.0) == [hole]
-    # Commits moved (a new committed offset): the clock starts again.
-    moved = hole._replace(committed=104, first_acked=110)
-    assert watch.stuck([moved], now=61.0) == []
-    assert watch.stuck([], now=200.0) == []
-    assert watch.stuck([moved], now=201.0) == []
+    # A commit creeping on behind a hole is still stuck.
+    crept = hole._replace(committed=101)
+    assert watch.stuck([crept], now=61.0) == [crept]
+    # A sample without a hole starts the clock again; another partition has its own.
+    assert watch.stuck([], now=62.0) == []
+    other = Hole("raw", 1, 5, 9, 1)
+    assert watch.stuck([crept, other], now=63.0) == []
+    assert watch.stuck([crept, other], now=123.0) == [crept, other]
