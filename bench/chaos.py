@@ -1082,6 +1082,12 @@ def quiet_clients() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (an interrupted make, a CI timeout) stops a run like Ctrl-C: the processes it
+    started are stopped on the way out instead of being left running."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def run_chaos(args: argparse.Namespace) -> int:
     from stack.manager import Stack
 
@@ -1093,6 +1099,7 @@ def run_chaos(args: argparse.Namespace) -> int:
     quiet_clients()
     plan = plan_for(args)
     command = " ".join(["python -m bench.chaos", *sys.argv[1:]]) if args.command is None else args.command
+    stop_on_sigterm()
     result = asyncio.run(Chaos(settings, plan).run())
     result["plan"] = result.get("plan", {})
     result["pass"] = verdict(result)

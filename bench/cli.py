@@ -124,7 +124,7 @@ def _bench(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from bench import report, workloads
+    from bench import chaos, report, workloads
     from bench.errors import BenchError
     from bench.harness import Config, Harness
     from bench.systems import SYSTEMS
@@ -149,6 +149,7 @@ def _bench(args: argparse.Namespace) -> int:
     harness = Harness(get_settings(), config)
     command = "citystream bench" + (f" --workload {args.workload}" if args.workload != "all" else "")
     command += " --quick" if args.quick else ""
+    chaos.stop_on_sigterm()
     data = asyncio.run(harness.run())
     data["command"] = command
     paths = report.write(data, args.out)
@@ -177,7 +178,7 @@ def _soak(args: argparse.Namespace) -> int:
     import sys
     import tempfile
 
-    from bench import soak, soak_report
+    from bench import chaos, soak, soak_report
     from bench.errors import BenchError
     from citystream.settings import get_settings
 
@@ -205,6 +206,7 @@ def _soak(args: argparse.Namespace) -> int:
         fleet=args.fleet or min(fleet, soak.settled_fleet(rate, args.warmup * 60)),
         workdir=workdir,
     )
+    chaos.stop_on_sigterm()
     data = asyncio.run(soak.Soak(get_settings(), config).run())
     data["command"] = shlex.join(["citystream", *sys.argv[1:]])
     for line in soak_report.headline(data):
