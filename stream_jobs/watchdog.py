@@ -2,12 +2,12 @@
 
 Faust commits an input partition up to the first record that is not acknowledged. A record
 that is never acknowledged (lost between Faust's buffers and an agent) freezes the commits of
-its partition for good while the worker keeps processing what follows: the lag grows without
-bound and a restart would replay everything since. The watchdog looks for that state (records
-acknowledged beyond a gap at the committed offset) and, when a partition's gap outlives
-``jobs.commit_stall_s``, logs it and stops the worker (:func:`stream_jobs.runtime.fail_stop`);
-the restarted worker resumes from the committed offset with the state written before it, so
-nothing is lost or counted twice.
+its partition, or lets them creep on an offset at a time, while the worker keeps processing
+what follows: the lag grows without bound and a restart would replay everything since. The
+watchdog notes the highest acknowledged offset of each partition and, when the commits have
+not reached it ``jobs.commit_stall_s`` later, logs it and stops the worker
+(:func:`stream_jobs.runtime.fail_stop`); the restarted worker resumes from the committed offset
+with the state written before it, so nothing is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -22,44 +22,52 @@ from stream_jobs.runtime import fail_stop
 logger = logging.getLogger(__name__)
 
 
-class Hole(NamedTuple):
+class Pending(NamedTuple):
     topic: str
     partition: int
     committed: int
-    """The next offset to commit: the first record not acknowledged."""
-    first_acked: int
-    acked: int
-    """How many records beyond the hole are acknowledged and waiting."""
+    """The next offset to commit."""
+    last_acked: int
+    """The highest offset acknowledged and not committed yet."""
 
 
-def holes(committed: Mapping[Any, int | None], acked: Mapping[Any, Iterable[int]]) -> list[Hole]:
-    """Partitions whose acknowledged records start beyond the committed offset (keys: Faust TPs)."""
+def pending(committed: Mapping[Any, int | None], acked: Mapping[Any, Iterable[int]]) -> list[Pending]:
+    """Partitions with acknowledged records beyond their committed offset (keys: Faust TPs)."""
     out = []
     for tp, offsets in acked.items():
-        done = list(offsets)
         at = committed.get(tp)
-        if at is None or not done:
-            continue
-        first = min(done)
-        if first > at + 1:  # Faust itself tolerates a gap of one record
-            out.append(Hole(tp.topic, tp.partition, at, first, len(done)))
+        last = max(offsets, default=None)
+        if at is not None and last is not None and last >= at:
+            out.append(Pending(tp.topic, tp.partition, at, last))
     return out
 
 
 class CommitWatch:
-    """Remembers since when each partition has had a hole; :meth:`stuck` returns the holes of
-    the partitions that have had one for ``stall_s`` without a break. A commit that creeps on
-    (Faust counts some offsets of a hole as a gap of the log) does not reset the clock: only
-    a sample without a hole does."""
+    """For each partition, the highest acknowledged offset at some moment and that moment;
+    :meth:`stuck` returns the partitions whose commits have not reached it ``stall_s`` later.
+
+    Commits normally pass what was acknowledged within one commit interval. A partition whose
+    commit stays behind a record that is never acknowledged does not, even when Faust lets the
+    commit creep on an offset at a time (it counts some missing offsets as a gap of the log).
+    """
 
     def __init__(self, stall_s: float) -> None:
         self.stall_s = stall_s
-        self.since: dict[tuple[str, int], float] = {}
+        self.targets: dict[tuple[str, int], tuple[int, float]] = {}
 
-    def stuck(self, found: list[Hole], now: float) -> list[Hole]:
-        holes = {(h.topic, h.partition): h for h in found}
-        self.since = {k: self.since.get(k, now) for k in holes}
-        return [h for k, h in holes.items() if now - self.since[k] >= self.stall_s]
+    def stuck(self, found: list[Pending], now: float) -> list[Pending]:
+        out = []
+        targets: dict[tuple[str, int], tuple[int, float]] = {}
+        for p in found:
+            key = (p.topic, p.partition)
+            target = self.targets.get(key)
+            if target is None or p.committed > target[0]:
+                target = (p.last_acked, now)
+            elif now - target[1] >= self.stall_s:
+                out.append(p)
+            targets[key] = target
+        self.targets = targets
+        return out
 
 
 def install(app: Any, stall_s: float, every_s: float) -> CommitWatch:
@@ -68,13 +76,13 @@ def install(app: Any, stall_s: float, every_s: float) -> CommitWatch:
     async def check() -> None:
         consumer = app.consumer
         try:  # Faust keeps these on its consumer; no public accessor
-            found = holes(consumer._committed_offset, consumer._acked)
+            found = pending(consumer._committed_offset, consumer._acked)
         except AttributeError:
             return
-        for hole in watch.stuck(found, time.monotonic()):
+        for p in watch.stuck(found, time.monotonic()):
             fail_stop(
-                f"commits of {hole.topic}/{hole.partition} stuck at offset {hole.committed} for "
-                f"{stall_s:.0f} s with {hole.acked} records acknowledged from offset {hole.first_acked}"
+                f"commits of {p.topic}/{p.partition} at offset {p.committed} have not reached the "
+                f"records acknowledged {stall_s:.0f} s ago (up to offset {p.last_acked})"
             )
 
     app.timer(every_s, name="commit-watchdog")(check)
