@@ -30,7 +30,7 @@ from citystream.topics import (
     TELEMETRY_RAW,
     topic_name,
 )
-from stream_jobs import faust_codec, watchdog
+from stream_jobs import commits, faust_codec, watchdog
 from stream_jobs.catalog import Catalog
 from stream_jobs.runtime import Stats, Tables, Topics
 
@@ -78,7 +78,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> Jobs:
     k = settings.kafka
     j = settings.jobs
     ident = app_id(settings)
-    app = faust.App(
+    app = commits.App(
         ident,
         broker=broker_urls(settings),
         broker_credentials=credentials(settings),

@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 
 from citystream.kafka_client import Principal, client_kwargs
 from citystream.settings import Settings
+from stream_jobs import commits
 
 if TYPE_CHECKING:
     from stream_jobs.app import Jobs
@@ -90,12 +91,13 @@ class InputOrder:
 
     def reset(self) -> None:
         """Forget the positions (on a rebalance the consumer seeks to the committed offsets)
-        and release the records set aside."""
+        and release the records set aside, unprocessed: they are read again from the committed
+        offset, so they must not count as acknowledged."""
         consumer = self.app.consumer
         for kept in self.aside.values():
             for copies in kept.values():
                 for event in copies:
-                    event.message.ack(consumer)
+                    commits.release(consumer, event.message)
         self.next.clear()
         self.rewinds.clear()
         self.aside.clear()
@@ -133,6 +135,7 @@ class InputOrder:
                     tp.partition,
                     MAX_REWINDS,
                 )
+                commits.mark_absent(self.app.consumer, tp, expected, offset)
             if offset >= expected:
                 self.next[tp] = offset + 1
                 self.rewinds.pop(tp, None)
