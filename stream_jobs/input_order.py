@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -55,27 +55,46 @@ class Admitted(NamedTuple):
     (they hold one reference each, taken when they were set aside)."""
 
 
+GROUP_OFFSETS_TTL_S = 10.0
+"""How long one read of the group's committed offsets serves the partitions that start after it
+(a rebalance starts every input partition of every agent at once; a copy a little old is safe:
+an offset read earlier is never ahead of the one committed since, and the state skips replays)."""
+
+
 def group_offsets(settings: Settings, group: str) -> Committed:
     """Reads a partition's committed offset from Kafka. Faust fills its own copy only when it
-    seeks, which can be after the first records of a new assignment have arrived."""
+    seeks, which can be after the first records of a new assignment have arrived. One read of
+    the whole group serves every partition for :data:`GROUP_OFFSETS_TTL_S`."""
+    lock = asyncio.Lock()
+    read: dict[tuple[str, int], int] = {}
+    read_at = [-GROUP_OFFSETS_TTL_S]
 
     async def committed(tp: Any) -> int | None:
-        admin = AIOKafkaAdminClient(**client_kwargs(settings, Principal.JOBS))
-        await admin.start()
-        try:
-            part = TopicPartition(tp.topic, tp.partition)
-            offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group, partitions=[part]), 15)
-        finally:
-            await admin.close()
-        meta = offsets.get(part)
-        return meta.offset if meta is not None and meta.offset >= 0 else None
+        async with lock:
+            if time.monotonic() - read_at[0] >= GROUP_OFFSETS_TTL_S:
+                admin = AIOKafkaAdminClient(**client_kwargs(settings, Principal.JOBS))
+                await admin.start()
+                try:
+                    offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group), 15)
+                finally:
+                    await admin.close()
+                read.clear()
+                read.update({(p.topic, p.partition): m.offset for p, m in offsets.items() if m.offset >= 0})
+                read_at[0] = time.monotonic()
+        return read.get((tp.topic, tp.partition))
 
     return committed
 
 
+_group_offsets: dict[str, Committed] = {}
+
+
 def for_jobs(jobs: Jobs) -> InputOrder:
     """An input order for one of the worker's agents."""
-    return InputOrder(jobs.app, group_offsets(jobs.settings, jobs.app.conf.id))
+    group = jobs.app.conf.id
+    if group not in _group_offsets:  # one reader for every agent of the worker
+        _group_offsets[group] = group_offsets(jobs.settings, group)
+    return InputOrder(jobs.app, _group_offsets[group])
 
 
 class InputOrder:
@@ -118,6 +137,13 @@ class InputOrder:
                 expected = await self._start(tp)
                 if expected < 0:
                     expected = offset
+                logger.info(
+                    "%s/%d starts at offset %d (first record delivered: %d)",
+                    tp.topic,
+                    tp.partition,
+                    expected,
+                    offset,
+                )
             if offset > expected:
                 at, times = self.rewinds.get(tp, (expected, 0))
                 times = times + 1 if at == expected else 1

@@ -260,23 +260,30 @@ class DeviceJob:
         ]
 
     async def idle_partitions(self) -> set[int]:
-        """Assigned partitions read to their end that got nothing new for ``idle_source_s``."""
+        """Assigned partitions processed to their end that got nothing new for ``idle_source_s``.
+
+        "Processed" is what this agent applied, not the consumer's position: after a restart
+        the position runs ahead while a backlog waits in Faust's buffers, and a source said idle
+        too early would let the windows close before its readings arrive.
+        """
         idle = set()
         wall = time.monotonic()
         consumer = self.jobs.app.consumer
+        committed = getattr(consumer, "_committed_offset", {})  # Faust keeps no public copy
         topic = self.jobs.topics.raw.get_topic_name()
         for tp in consumer.assignment():
             if tp.topic != topic:
                 continue
-            _, at = self.last_read.get(tp.partition, (-1, self.started))
+            last = self.last_read.get(tp.partition)
+            offset, at = last if last is not None else (-1, self.started)
             if wall - at < self.idle_s:
                 continue
             try:
-                position = await consumer.position(tp)
                 highwater = consumer.highwater(tp)
             except (KeyError, AttributeError, AssertionError):
                 continue
-            if position is not None and highwater is not None and position >= highwater:
+            done = offset + 1 if last is not None else committed.get(tp) or 0
+            if highwater is not None and done >= highwater:
                 idle.add(tp.partition)
         return idle
 
@@ -294,6 +301,7 @@ class DeviceJob:
             )
         await send_all(sends)
         self.announced_idle |= new
+        logger.info("raw partitions %s idle (processed to the end, quiet %.0f s)", sorted(new), self.idle_s)
 
     def advance(self, partitions: dict[int, int], out: device.Outputs) -> dict[str, device.DeviceWork]:
         """Run event time on for every device of ``partitions`` (partition -> extra ms): close

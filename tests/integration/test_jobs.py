@@ -119,8 +119,15 @@ def as_table(records: list[Aggregate]) -> dict[tuple[str, int], tuple[float, ...
 
 @pytest.fixture
 def worker(settings: Settings, tmp_path: Path) -> Iterator[JobsWorker]:
+    # A short session timeout: the restarted worker gets the partitions of the one killed
+    # without waiting a minute for the group to give up on it.
     w = JobsWorker(
-        settings, tmp_path / "worker.log", grace_s=str(GRACE_S), idle_source_s="3", timer_interval_s="1"
+        settings,
+        tmp_path / "worker.log",
+        grace_s=str(GRACE_S),
+        idle_source_s="3",
+        timer_interval_s="1",
+        session_timeout_s="10",
     )
     yield w
     w.stop()
