@@ -80,10 +80,15 @@ def release(consumer: Any, message: Any) -> None:
     it, by whoever still holds a reference, are no-ops)."""
     with ack_lock:
         message.decref()
-        message.acked = True
-        unacked = getattr(consumer, "_unacked_messages", None)
-        if unacked is not None:
-            unacked.discard(message)
+        _disregard(consumer, message)
+
+
+def _disregard(consumer: Any, message: Any) -> None:
+    """Mark ``message`` acknowledged without telling the consumer's commit bookkeeping."""
+    message.acked = True
+    unacked = getattr(consumer, "_unacked_messages", None)
+    if unacked is not None:
+        unacked.discard(message)
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -120,8 +125,7 @@ class Consumer(faust_aiokafka.Consumer):
             # Read before the last rebalance: the partition is read again from its committed
             # offset, so this acknowledgement says nothing about the current assignment.
             with ack_lock:
-                message.acked = True
-                self._unacked_messages.discard(message)
+                _disregard(self, message)
             return False
         return bool(super().ack(message))
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -61,40 +62,42 @@ GROUP_OFFSETS_TTL_S = 10.0
 an offset read earlier is never ahead of the one committed since, and the state skips replays)."""
 
 
-def group_offsets(settings: Settings, group: str) -> Committed:
+class GroupOffsets:
     """Reads a partition's committed offset from Kafka. Faust fills its own copy only when it
     seeks, which can be after the first records of a new assignment have arrived. One read of
     the whole group serves every partition for :data:`GROUP_OFFSETS_TTL_S`."""
-    lock = asyncio.Lock()
-    read: dict[tuple[str, int], int] = {}
-    read_at = [-GROUP_OFFSETS_TTL_S]
 
-    async def committed(tp: Any) -> int | None:
-        async with lock:
-            if time.monotonic() - read_at[0] >= GROUP_OFFSETS_TTL_S:
-                admin = AIOKafkaAdminClient(**client_kwargs(settings, Principal.JOBS))
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.settings = settings
+        self.group = group
+        self.lock = asyncio.Lock()
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.read_at = -GROUP_OFFSETS_TTL_S
+
+    async def __call__(self, tp: Any) -> int | None:
+        async with self.lock:
+            if time.monotonic() - self.read_at >= GROUP_OFFSETS_TTL_S:
+                admin = AIOKafkaAdminClient(**client_kwargs(self.settings, Principal.JOBS))
                 await admin.start()
                 try:
-                    offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group), 15)
+                    offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(self.group), 15)
                 finally:
                     await admin.close()
-                read.clear()
-                read.update({(p.topic, p.partition): m.offset for p, m in offsets.items() if m.offset >= 0})
-                read_at[0] = time.monotonic()
-        return read.get((tp.topic, tp.partition))
-
-    return committed
+                self.offsets = {(p.topic, p.partition): m.offset for p, m in offsets.items() if m.offset >= 0}
+                self.read_at = time.monotonic()
+        return self.offsets.get((tp.topic, tp.partition))
 
 
-_group_offsets: dict[str, Committed] = {}
+_readers: weakref.WeakKeyDictionary[Any, GroupOffsets] = weakref.WeakKeyDictionary()
+"""App -> the one reader of its group's offsets, shared by its agents."""
 
 
 def for_jobs(jobs: Jobs) -> InputOrder:
     """An input order for one of the worker's agents."""
-    group = jobs.app.conf.id
-    if group not in _group_offsets:  # one reader for every agent of the worker
-        _group_offsets[group] = group_offsets(jobs.settings, group)
-    return InputOrder(jobs.app, _group_offsets[group])
+    reader = _readers.get(jobs.app)
+    if reader is None:
+        reader = _readers[jobs.app] = GroupOffsets(jobs.settings, jobs.app.conf.id)
+    return InputOrder(jobs.app, reader)
 
 
 class InputOrder:
