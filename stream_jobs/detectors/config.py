@@ -42,7 +42,9 @@ def spec(name: str, **params: Any) -> DetectorSpec:
 
 
 def _aq(bounds: tuple[float, float, float], hysteresis: float) -> DetectorSpec:
-    return spec("threshold", bounds=bounds, labels=AQ_LABELS, alert_level=2, hysteresis=hysteresis)
+    # The bands are defined on averaged concentrations: the mean of the last 10 points
+    # (10 minutes at the usual one reading a minute).
+    return spec("threshold", bounds=bounds, labels=AQ_LABELS, alert_level=2, hysteresis=hysteresis, window=10)
 
 
 def _stats(min_scale: float, *, window: int = 60) -> tuple[DetectorSpec, DetectorSpec]:
@@ -78,7 +80,7 @@ METRIC_DEFAULTS: dict[tuple[str, str], tuple[DetectorSpec, ...]] = {
     ),
     ("air_quality", "pm10"): (
         _aq((30, 80, 150), 5.0),
-        *_stats(6.0),
+        *_stats(10.0),
         spec("rate_of_change", max_per_min=60.0),
         _flat(60),
         _peer(8.0),
@@ -127,7 +129,7 @@ METRIC_DEFAULTS: dict[tuple[str, str], tuple[DetectorSpec, ...]] = {
         _flat(30),
         _peer(1.5, 0.0),
     ),
-    ("weather", "humidity"): (*_stats(2.0), _flat(180), _peer(8.0, 0.0)),
+    ("weather", "humidity"): (*_stats(4.0), _flat(180), _peer(8.0, 0.0)),
     ("weather", "wind"): (
         spec(
             "threshold",
@@ -155,7 +157,10 @@ METRIC_DEFAULTS: dict[tuple[str, str], tuple[DetectorSpec, ...]] = {
         spec("rate_of_change", max_per_min=5.0, direction="up"),
         _flat(360, tolerance=0.1),
     ),
-    ("streetlight", "power_w"): (*_stats(5.0), _flat(120, tolerance=0.5, exempt=(0.0,))),
+    # A street light's power follows its schedule (off by day, a ramp at dusk and dawn): the
+    # statistical detectors would take every switch-over for a shift. A lamp out among its lit
+    # neighbours is the peer detector's; a meter stuck on one value the flatline's.
+    ("streetlight", "power_w"): (_flat(120, tolerance=0.5, exempt=(0.0,)), _peer(20.0, 0.25)),
     ("waste_bin", "fill_pct"): (
         spec(
             "threshold",

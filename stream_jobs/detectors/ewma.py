@@ -5,6 +5,13 @@ EWMA (``fast_alpha``) follows changes within a few points. The statistic is the 
 the fast from the slow average in units of the fast average's own standard deviation
 (``sd * sqrt(fast_alpha / (2 - fast_alpha))``): anomalous from ``raise_at`` until below
 ``clear_at``. The slow average and variance are updated after the comparison.
+
+The variance must not learn the shift it is there to find: a point's deviation counts at most
+``clip`` standard deviations, and the variance stands still while the statistic is at or above
+``clear_at``. The slow average keeps following, so a lasting new level is accepted after a while
+(about ``1 / slow_alpha`` points) and the anomaly clears. A slow trend still widens the variance
+(its points sit off the lagging average, each within the clip), which keeps trends from looking
+like shifts.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ class EwmaState(StateStruct, frozen=True):
 
 class Ewma(StructState[EwmaState]):
     name = "ewma"
-    version = "1"
+    version = "2"
     state_type = EwmaState
 
     def __init__(
@@ -38,6 +45,7 @@ class Ewma(StructState[EwmaState]):
         clear_at: float = 2.0,
         min_points: int = 30,
         min_scale: float = 1e-6,
+        clip: float = 2.0,
     ) -> None:
         self.fast_alpha = positive("fast_alpha", fast_alpha)
         self.slow_alpha = positive("slow_alpha", slow_alpha)
@@ -49,6 +57,7 @@ class Ewma(StructState[EwmaState]):
             raise ConfigError("clear_at must not exceed raise_at")
         self.min_points = at_least("min_points", min_points, 2)
         self.min_scale = positive("min_scale", min_scale)
+        self.clip = positive("clip", clip)
         self._fast_sd = math.sqrt(self.fast_alpha / (2.0 - self.fast_alpha))
 
     def initial(self) -> EwmaState:
@@ -63,14 +72,16 @@ class Ewma(StructState[EwmaState]):
         fast = state.fast + self.fast_alpha * (x - state.fast)
         diff = x - state.slow
         slow = state.slow + self.slow_alpha * diff
-        var = (1.0 - self.slow_alpha) * (state.var + self.slow_alpha * diff * diff)
         if state.n < self.min_points:
+            var = (1.0 - self.slow_alpha) * (state.var + self.slow_alpha * diff * diff)
             return Decision(0.0, False, None, "warming up"), EwmaState(state.n + 1, fast, slow, var, False)
         # The variance starts at 0: undo that bias (it weighs only the points seen so far).
-        unbiased = state.var / (1.0 - (1.0 - self.slow_alpha) ** (state.n - 1))
-        scale = max(math.sqrt(unbiased), self.min_scale) * self._fast_sd
+        sd = max(math.sqrt(state.var / (1.0 - (1.0 - self.slow_alpha) ** (state.n - 1))), self.min_scale)
+        scale = sd * self._fast_sd
         stat = abs(fast - state.slow) / scale
         active = latch(state.active, stat, self.raise_at, self.clear_at)
+        step = min(abs(diff), self.clip * sd)
+        var = (1.0 - self.slow_alpha) * (state.var + self.slow_alpha * step * step)
         edge = state.slow + math.copysign(self.raise_at * scale, fast - state.slow)
         return (
             Decision(

@@ -7,6 +7,10 @@ edge: the category rises as soon as the value passes an edge but falls only once
 is ``hysteresis`` below it. An optional ``low`` limit alerts on values below it (cleared at
 ``low + hysteresis``).
 
+With ``window`` above 1 the category is that of the mean of the last ``window`` points rather
+than of the latest one, the way the air-quality bands are defined on averaged concentrations:
+one noisy reading that touches an edge does not put a device into the next category.
+
 The score is 0.5 at the alerting edge and approaches 1 (or 0) as the value moves away from
 it by about the edge's own magnitude.
 """
@@ -28,6 +32,8 @@ class ThresholdState(StateStruct, frozen=True):
     """The current category, with hysteresis applied."""
     low: bool = False
     """Below the ``low`` limit (with hysteresis)."""
+    recent: tuple[float, ...] = ()
+    """The last ``window - 1`` values (for the moving mean; empty with ``window = 1``)."""
 
 
 def _edge_score(distance: float, scale: float) -> float:
@@ -38,7 +44,7 @@ def _edge_score(distance: float, scale: float) -> float:
 
 class Threshold(StructState[ThresholdState]):
     name = "threshold"
-    version = "1"
+    version = "2"
     state_type = ThresholdState
 
     def __init__(
@@ -49,6 +55,7 @@ class Threshold(StructState[ThresholdState]):
         alert_level: int = 1,
         low: float | None = None,
         hysteresis: float = 0.0,
+        window: int = 1,
     ) -> None:
         self.bounds = tuple(float(b) for b in bounds)
         if list(self.bounds) != sorted(set(self.bounds)):
@@ -64,6 +71,9 @@ class Threshold(StructState[ThresholdState]):
             raise ConfigError(f"alert_level must be in 1..{len(self.bounds)}, got {alert_level}")
         if hysteresis < 0 or not math.isfinite(hysteresis):
             raise ConfigError(f"hysteresis must be >= 0, got {hysteresis}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(f"window must be an integer >= 1, got {window!r}")
+        self.window = window
         self.alert_level = alert_level
         self.low = float(low) if low is not None else None
         self.hysteresis = float(hysteresis)
@@ -84,9 +94,14 @@ class Threshold(StructState[ThresholdState]):
         return min(previous, bisect_left(self._sticky, value))
 
     def update(self, point: Point, state: ThresholdState) -> tuple[Decision, ThresholdState]:
-        x = point.value
-        if not math.isfinite(x):
+        if not math.isfinite(point.value):
             return Decision(0.0, False, None, "not a finite value"), state
+        recent = state.recent
+        x = point.value
+        if self.window > 1:
+            recent = (*recent, x)[-self.window :]
+            x = math.fsum(recent) / len(recent)
+            recent = recent[1:] if len(recent) == self.window else recent
         level = self.category(x, state.level)
         low = False
         if self.low is not None:
@@ -110,5 +125,8 @@ class Threshold(StructState[ThresholdState]):
         elif low:
             limit = self.low
             reason, args = "%.6g is below the low limit %.6g", (x, self.low)
-        state = state if state.level == level and state.low == low else ThresholdState(level, low)
+        if self.window > 1 and reason.startswith("%.6g"):
+            reason = "mean " + reason
+        if state.level != level or state.low != low or state.recent != recent:
+            state = ThresholdState(level, low, recent)
         return Decision(score, alerting_high or low, limit, reason, args), state

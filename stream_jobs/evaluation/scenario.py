@@ -244,6 +244,22 @@ def _concerns(label: LabelRecord, alarm: Alarm) -> bool:
     return alarm.district == label.district
 
 
+def _explains(label: LabelRecord, alarm: Alarm) -> bool:
+    """Whether ``label``'s incident accounts for ``alarm``: an alarm about one of its devices (or
+    its district), or a district-wide alarm (no device) on the incident's metric in its district
+    when the incident changes values (it expects an alert): the district's aggregates carry the
+    incident's readings."""
+    if _concerns(label, alarm):
+        return True
+    return (
+        not alarm.device_id
+        and label.expected_rule is not None
+        and alarm.sensor_type == label.sensor_type
+        and alarm.district == label.district
+        and alarm.metric == label.metric
+    )
+
+
 def match(
     alarms: Sequence[Alarm], labels: Sequence[LabelRecord], grace_ms: int = 300_000
 ) -> tuple[list[KindResult], dict[str, int]]:
@@ -271,7 +287,7 @@ def match(
     false_alarms: dict[str, int] = defaultdict(int)
     for a in alarms:
         explained = any(
-            _concerns(label, a)
+            _explains(label, a)
             and a.raised_ms <= label.end_ms + grace_ms
             and (a.cleared_ms is None or a.cleared_ms >= label.start_ms)
             for label in labels

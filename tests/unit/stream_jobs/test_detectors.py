@@ -198,6 +198,34 @@ def test_ewma_finds_a_level_shift_and_not_the_noise() -> None:
     assert 200 <= first < 210
 
 
+def test_ewma_variance_does_not_learn_the_shift_it_is_to_find() -> None:
+    values = noisy(260, sd=1.0)
+    shifted = values[:200] + [v + 10.0 for v in values[200:]]
+    e = Ewma()
+    _, before = run(e, points(shifted[:200]))
+    decisions, after = run(e, points(shifted[200:210]), before)
+    assert all(d.anomalous for d in decisions[2:])
+    # Each shifted point (10 sd off) counts as 2 sd (``clip``): the variance grows by about 6%
+    # a point instead of doubling.
+    assert after.var < 2 * before.var
+    unclipped = Ewma(clip=1e9)
+    _, grown = run(unclipped, points(shifted[200:210]), before)
+    assert grown.var > 10 * before.var
+
+
+def test_threshold_on_a_moving_mean_ignores_one_reading_at_the_edge() -> None:
+    t = Threshold(
+        bounds=(15, 35, 75), labels=("good", "moderate", "bad", "very_bad"), alert_level=2, window=5
+    )
+    decisions, state = run(t, points([30.0] * 10 + [36.0] + [33.0] * 4))
+    assert not any(d.anomalous for d in decisions)
+    decisions, _ = run(t, points([40.0] * 3), state)
+    assert [d.anomalous for d in decisions] == [False, True, True]  # means 34.4, 35.8, 37.2
+    assert decisions[-1].reason % decisions[-1].args == "mean 37.2 is bad (> 35)"
+    with pytest.raises(ConfigError):
+        Threshold(bounds=(1.0,), window=0)
+
+
 # --- rate of change ------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from citystream import codec
 from citystream.model import Reading
-from stream_jobs.evaluation.scenario import LabelRecord, evaluate, read_labels, read_readings
+from stream_jobs.evaluation.scenario import Alarm, LabelRecord, evaluate, match, read_labels, read_readings
 
 T0 = 1_764_000_000_000
 MINUTE = 60_000
@@ -104,3 +104,24 @@ def test_files_round_trip_and_bad_lines_are_counted(tmp_path: Path) -> None:
     assert loaded == readings[:50]
     assert bad == 1
     assert read_labels(lpath) == labels
+
+
+def _district_alarm(minute: int) -> Alarm:
+    return Alarm(
+        rule="threshold", device_id="", district="gangnam", sensor_type="air_quality", metric="pm25",
+        raised_ms=T0 + minute * MINUTE, cleared_ms=T0 + (minute + 5) * MINUTE, score=0.7, reason="mean",
+    )  # fmt: skip
+
+
+def test_a_district_alarm_during_a_value_incident_of_the_district_is_explained() -> None:
+    _, labels = fleet()
+    spike = [lab for lab in labels if lab.kind == "spike"]
+    _, false_alarms = match([_district_alarm(120)], spike)
+    assert false_alarms == {}
+
+
+def test_a_district_alarm_during_a_delivery_incident_is_a_false_alarm() -> None:
+    _, labels = fleet()
+    burst = [lab for lab in labels if lab.kind == "duplicate_burst"]
+    _, false_alarms = match([_district_alarm(330)], burst)
+    assert false_alarms == {"threshold": 1}
