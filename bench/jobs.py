@@ -1,11 +1,14 @@
 """Stream jobs throughput: one Faust worker (dedup, windows, every detector, alerts, quality)
 against a Quix Streams app that computes the same 1-minute windows, in one run.
 
-The readings (an air-quality fleet: five metrics per reading, every detector of the default
-configuration on each) are written to a fresh telemetry.raw first; then each system starts on
-its own consumer group and the clock runs from its first committed offset until it has
-committed them all (offsets polled every 0.25 s, commits every 0.5 s). The two run one after
-the other so they do not share the two cores. CPU seconds come from ``/proc``. Results go to
+The readings (the W1 city fleet, or an air-quality fleet of five metrics per reading, with
+every detector of the default configuration on each) are written to a fresh telemetry.raw
+first; then each system starts on its own consumer group and the clock runs from its first
+committed offset until it has committed them all (offsets polled every 0.25 s, commits every
+0.5 s). The systems run one after the other so they do not share the two cores: the worker with
+every detector, the worker without detectors, Faust alone (``bench/faust_floor_app.py``: the
+same batches decoded and nothing else, the floor under the worker's cost per reading) and the
+Quix Streams windows. CPU seconds come from ``/proc``. Results go to
 ``bench/results/jobs.json``.
 
     .venv/bin/python -m bench.jobs --quick
@@ -45,6 +48,8 @@ from citystream.topics import TELEMETRY_AGG_1M, TELEMETRY_RAW, topic_name
 RESULTS = Path(__file__).parent / "results"
 """``jobs.json`` (the city fleet) and ``jobs-air_quality.json``."""
 QUIX_APP = Path(__file__).parent / "quix_jobs_app.py"
+FLOOR_APP = Path(__file__).parent / "faust_floor_app.py"
+FLOOR_SYSTEM = "faust alone: consume + decode, no work"
 TARGET_READINGS_S = 20_000.0
 DEVICES_PER_DISTRICT = 8
 STEP_MS = 10_000
@@ -315,6 +320,35 @@ async def run_faust(settings: Settings, total: int, log: Path, detectors: bool) 
     return Result(name, total, seconds, total / seconds, cpu, outputs)
 
 
+async def run_faust_floor(settings: Settings, total: int, log: Path) -> Result:
+    """Faust alone (``bench/faust_floor_app.py``): consume and decode, no work."""
+    group = f"{settings.kafka.topic_prefix}bench-faust-floor"
+    with tempfile.TemporaryDirectory() as datadir, log.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220  # a long-running child, started once
+            [
+                sys.executable,
+                str(FLOOR_APP),
+                "--bootstrap",
+                settings.kafka.bootstrap,
+                "--topic",
+                topic_name(TELEMETRY_RAW, settings.kafka),
+                "--group",
+                group,
+                "--datadir",
+                datadir,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            seconds, cpu = await measure(
+                "faust-floor", proc, settings=settings, group=group, total=total, timeout_s=600
+            )
+        finally:
+            stop(proc)
+    return Result(FLOOR_SYSTEM, total, seconds, total / seconds, cpu, 0)
+
+
 async def run_quix(settings: Settings, total: int, log: Path) -> Result | None:
     python = quix_python(settings)
     if python is None:
@@ -391,6 +425,8 @@ async def run(total: int, systems: list[str], fleet: str = "city") -> dict[str, 
             results.append(await run_faust(settings, total, logs / "faust.log", detectors=True))
         if "faust-agg" in systems:
             results.append(await run_faust(settings, total, logs / "faust-agg.log", detectors=False))
+        if "faust-floor" in systems:
+            results.append(await run_faust_floor(settings, total, logs / "faust-floor.log"))
         if "quix" in systems:
             quix = await run_quix(settings, total, logs / "quix.log")
             if quix is not None:
@@ -425,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100,000 readings instead of 400,000")
     parser.add_argument("--readings", type=int, default=None)
     parser.add_argument(
-        "--systems", default="faust,faust-agg,quix", help="comma-separated: faust, faust-agg, quix"
+        "--systems",
+        default="faust,faust-agg,faust-floor,quix",
+        help="comma-separated: faust, faust-agg, faust-floor (Faust alone, no work), quix",
     )
     parser.add_argument(
         "--fleet",

@@ -33,9 +33,10 @@ logger = logging.getLogger(__name__)
 ONLINE = b"online"
 OFFLINE = b"offline"
 CONNECT_CONCURRENCY = 32
-AUTH_RETRY_S = 5.0
-"""A registry change reaches the broker with a reload; connections refused for credentials are
-retried this long before the refusal is final."""
+AUTH_RETRY_S = 30.0
+"""A registry change reaches the broker with a reload (the bridge reads the registry topic and
+regenerates the broker's password file, which takes seconds on a busy machine); connections
+refused for credentials are retried this long before the refusal is final."""
 BATCH = 2000
 """Most messages queued between two yields to the event loop."""
 LOOKAHEAD_S = 0.002
