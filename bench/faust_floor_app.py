@@ -12,6 +12,7 @@ Kafka client spend before any work of the jobs: no dedup, windows, detectors, st
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
@@ -54,6 +55,9 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--datadir", required=True)
     args = parser.parse_args()
+    import uvloop  # the event loop of the stream worker too
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(args.bootstrap, args.topic, args.group, args.datadir)
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()

@@ -55,18 +55,24 @@ class FakeConsumer:
         self.earliest = earliest
         self.seeks: list[tuple[TP, int]] = []
 
-    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
-        return dict.fromkeys(tps, self.earliest)
+        self.highwaters: dict[TP, int] = {}
+        self.flow_active = True
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.highwaters.get(tp)
 
 
 def in_order(consumer: FakeConsumer) -> InputOrder:
     async def committed(tp: Any) -> int | None:
         return consumer.group.get(tp)
 
-    return InputOrder(SimpleNamespace(consumer=consumer), committed)
+    async def earliest(tp: Any) -> int:
+        return consumer.earliest
+
+    return InputOrder(SimpleNamespace(consumer=consumer), committed, earliest)
 
 
 def events(tp: TP, *offsets: int) -> list[Any]:
@@ -165,3 +171,22 @@ async def test_a_partition_faust_has_not_sought_yet_starts_from_the_group_offset
     order = in_order(consumer)
     assert offsets((await order.admit(events(RAW, 9000, 9001))).events) == [9000, 9001]
     assert consumer.seeks == []
+
+
+async def test_a_partition_whose_last_records_do_not_come_is_rewound_once_per_quiet_spell() -> None:
+    """Faust dropped 10..14 (fetched while its flow was suspended) and, nothing being committed,
+    never read them again; no later record shows the hole."""
+    consumer = FakeConsumer({RAW: None, OTHER: None}, earliest=0)
+    order = in_order(consumer)
+    await order.admit([*events(RAW, *range(10)), *events(OTHER, 0, 1)])
+    consumer.highwaters = {RAW: 15, OTHER: 2}  # OTHER is read to its end
+    assert await order.catch_up(quiet_s=60.0) == []  # not quiet long enough
+    assert await order.catch_up(quiet_s=0.0) == [RAW]
+    assert consumer.seeks == [(RAW, 10)]
+    assert await order.catch_up(quiet_s=60.0) == []  # once per quiet spell
+    again = await order.admit(events(RAW, 10, 11, 12, 13, 14))
+    assert offsets(again.events) == [10, 11, 12, 13, 14]
+    assert await order.catch_up(quiet_s=0.0) == []
+    consumer.flow_active = False  # a rebalance: Faust seeks the partitions itself
+    consumer.highwaters[RAW] = 20
+    assert await order.catch_up(quiet_s=0.0) == []
