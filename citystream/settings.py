@@ -244,6 +244,11 @@ class JobsSettings(_Section):
     session_timeout_s: float = Field(default=60.0, ge=6.0)
     """How long the group waits for a worker that stopped heartbeating (killed, hung) before it
     hands that worker's partitions to the others."""
+    nice: int = Field(default=10, ge=0, le=19)
+    """CPU niceness the worker adds to its own at start. On a machine it shares with the bridge
+    and the broker it yields the CPU to them: the broker's queue of unread messages is bounded,
+    while the worker's input waits in Kafka and is caught up later. Alone on a machine it
+    changes nothing (0: keep the niceness it was started with)."""
     timer_interval_s: float = 5.0
     """How often the silent-device and quality timer runs (wall seconds)."""
     detectors_enabled: bool = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 import faust
 
@@ -53,6 +54,8 @@ def run(settings: Settings, loglevel: str = "INFO") -> int:
         pass
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if settings.jobs.nice:
+        os.nice(settings.jobs.nice)
     jobs = create_app(settings)
     jobs.app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
     topics = {jobs.topics.series.get_topic_name(): False, jobs.topics.signals.get_topic_name(): False}
