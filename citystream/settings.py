@@ -46,7 +46,11 @@ class MqttSettings(_Section):
     tls_port: int = 8883
     require_client_cert: bool = False
     keepalive_s: int = 30
-    max_queued_messages: int = 200_000
+    max_queued_messages: int = 1_000_000
+    """Messages the broker keeps per client session while the client reads slower than the
+    devices send (the bridge during a burst); beyond it the broker drops them. A few
+    hundred bytes of broker memory each: the default holds 100 s of 10,000 msg/s in a few
+    hundred MB."""
     max_inflight_messages: int = 1000
     topic_root: str = "city"
     ingest_username: str = "ingest"

@@ -67,5 +67,5 @@ def test_config_has_no_anonymous_access_and_persistence(tmp_path: Path) -> None:
     assert "allow_anonymous false" in conf
     assert "persistence true" in conf
     assert "listener 1883 127.0.0.1" in conf
-    assert "max_queued_messages 200000" in conf
+    assert "max_queued_messages 1000000" in conf
     assert "listener 8883" not in conf
