@@ -54,6 +54,31 @@ def verify_password(password: str, hashed: str) -> bool:
     return secrets.compare_digest(hash_password(password, salt=salt), hashed)
 
 
+MIN_VERSION = (2, 0, 21)
+"""The Mosquitto the stack installs when the system has an older one (see
+:meth:`MosquittoService.install`)."""
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+BACKPORTS_LIST = Path("/etc/apt/sources.list.d/citystream-backports.list")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"2.0.11"`` -> ``(2, 0, 11)``; ``()`` when it is not a version."""
+    parts = re.findall(r"\d+", version.split("-", maxsplit=1)[0])
+    return tuple(int(p) for p in parts[:3])
+
+
+def backports_suite(os_release: Path = Path("/etc/os-release")) -> str | None:
+    """``{codename}-backports`` on Debian, ``None`` elsewhere."""
+    try:
+        fields = dict(line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line)
+    except OSError:
+        return None
+    codename = fields.get("VERSION_CODENAME", "").strip('"')
+    if fields.get("ID", "").strip('"') != "debian" or not codename:
+        return None
+    return f"{codename}-backports"
+
+
 class MosquittoService:
     name = "mosquitto"
 
@@ -75,16 +100,43 @@ class MosquittoService:
         return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
     def installed(self) -> bool:
-        return Path(self.binary()).is_file() and shutil.which("mosquitto_passwd") is not None
+        """Installed, and at :data:`MIN_VERSION` or later where Debian backports can give it."""
+        if not Path(self.binary()).is_file() or shutil.which("mosquitto_passwd") is None:
+            return False
+        return version_tuple(self.version()) >= MIN_VERSION or backports_suite() is None
 
     def install(self) -> None:
-        if self.installed():
+        """Mosquitto from Debian: its backports suite where the release has one (Debian 12
+        ships 2.0.11, which crashes now and then under the bridge's shared subscriptions with
+        expiring sessions; bookworm-backports has 2.0.21), else the release's own package. A
+        Mosquitto already at :data:`MIN_VERSION` or later is kept."""
+        present = Path(self.binary()).is_file()
+        if present and version_tuple(self.version()) >= MIN_VERSION:
             return
         if shutil.which("apt-get") is None:
+            if present:
+                logger.warning("mosquitto %s is older than %s; upgrade it", self.version(), MIN_VERSION)
+                return
             msg = "mosquitto is not installed and apt-get is not available; install Mosquitto 2"
             raise StackError(msg)
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         packages = ["mosquitto", "mosquitto-clients"]
+        suite = backports_suite()
+        if suite is not None:
+            try:
+                BACKPORTS_LIST.write_text(f"deb {DEBIAN_MIRROR} {suite} main\n")
+                run(["apt-get", "update", "-q"], env=env, what="apt-get update")
+                run(
+                    ["apt-get", "install", "-y", "-q", "-t", suite, *packages],
+                    env=env,
+                    what="apt-get install",
+                )
+            except (OSError, StackError) as exc:
+                logger.warning("mosquitto from %s: %s; using the release's package", suite, exc)
+                if present:
+                    return
+            else:
+                return
         try:
             run(["apt-get", "install", "-y", "-q", *packages], env=env, what="apt-get install")
         except StackError:
