@@ -8,7 +8,14 @@ from pydantic import SecretStr
 from citystream.model import DeviceKind
 from citystream.settings import MqttSettings, Settings, StackSettings
 from ingest.registry import prepare_entry
-from stack.mosquitto import MosquittoService, hash_password, verify_password
+from stack.mosquitto import (
+    MIN_VERSION,
+    MosquittoService,
+    backports_suite,
+    hash_password,
+    verify_password,
+    version_tuple,
+)
 
 # Written by `mosquitto_passwd -H sha512-pbkdf2` for the password "secret".
 MOSQUITTO_PASSWD_LINE_HASH = "".join(
@@ -69,3 +76,19 @@ def test_config_has_no_anonymous_access_and_persistence(tmp_path: Path) -> None:
     assert "listener 1883 127.0.0.1" in conf
     assert "max_queued_messages 1000000" in conf
     assert "listener 8883" not in conf
+
+
+def test_versions_compare_as_numbers() -> None:
+    assert version_tuple("2.0.11") < MIN_VERSION <= version_tuple("2.0.21")
+    assert version_tuple("2.0.9") < version_tuple("2.0.11")
+    assert version_tuple("2.1.0-1~bpo12+1") > MIN_VERSION
+    assert version_tuple("unknown") == ()
+
+
+def test_backports_only_on_debian(tmp_path: Path) -> None:
+    release = tmp_path / "os-release"
+    release.write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_CODENAME=bookworm\n')
+    assert backports_suite(release) == "bookworm-backports"
+    release.write_text("ID=ubuntu\nVERSION_CODENAME=noble\n")
+    assert backports_suite(release) is None
+    assert backports_suite(tmp_path / "missing") is None
