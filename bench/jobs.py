@@ -282,39 +282,48 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+async def run_child(
+    name: str,
+    argv: list[str],
+    log: Path,
+    *,
+    settings: Settings,
+    group: str,
+    total: int,
+    env: dict[str, str] | None = None,
+    internal: str | None = None,
+) -> tuple[float, float]:
+    """Start one system as a child process, :func:`measure` it, and stop it."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220  # a long-running child, started once
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        return await measure(
+            name, proc, settings=settings, group=group, total=total, timeout_s=600, internal=internal
+        )
+    finally:
+        stop(proc)
+
+
 async def run_faust(settings: Settings, total: int, log: Path, detectors: bool) -> Result:
     app_id = "bench-jobs" if detectors else "bench-jobs-agg"
-    extra_env = {
-        "CITYSTREAM_JOBS__APP_ID": app_id,
-        "CITYSTREAM_JOBS__DETECTORS_ENABLED": str(detectors).lower(),
-    }
     env = {
         **os.environ,
         "CITYSTREAM_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "CITYSTREAM_JOBS__COMMIT_INTERVAL_S": "0.5",
         "CITYSTREAM_JOBS__GRACE_S": str(GRACE_S),
         "CITYSTREAM_LOG_LEVEL": "WARNING",
-        **extra_env,
+        "CITYSTREAM_JOBS__APP_ID": app_id,
+        "CITYSTREAM_JOBS__DETECTORS_ENABLED": str(detectors).lower(),
     }
     agg = topic_name(TELEMETRY_AGG_1M, settings.kafka)
     before = await end_offsets(settings, agg)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: ASYNC220  # a long-running child, started once
-            [sys.executable, "-m", "stream_jobs"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        group = f"{settings.kafka.topic_prefix}{app_id}"
-        seconds, cpu = await measure(
-            "faust",
-            proc,
-            settings=settings,
-            group=group,
-            total=total,
-            timeout_s=600,
-            internal=f"{group}-series",
-        )
-    finally:
-        stop(proc)
+    group = f"{settings.kafka.topic_prefix}{app_id}"
+    seconds, cpu = await run_child(
+        "faust", [sys.executable, "-m", "stream_jobs"], log,
+        settings=settings, group=group, total=total, env=env, internal=f"{group}-series",
+    )  # fmt: skip
     outputs = await end_offsets(settings, agg) - before
     name = "faust: windows + all detectors" if detectors else "faust: windows, no detectors"
     return Result(name, total, seconds, total / seconds, cpu, outputs)
@@ -323,29 +332,13 @@ async def run_faust(settings: Settings, total: int, log: Path, detectors: bool) 
 async def run_faust_floor(settings: Settings, total: int, log: Path) -> Result:
     """Faust alone (``bench/faust_floor_app.py``): consume and decode, no work."""
     group = f"{settings.kafka.topic_prefix}bench-faust-floor"
-    with tempfile.TemporaryDirectory() as datadir, log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: ASYNC220  # a long-running child, started once
-            [
-                sys.executable,
-                str(FLOOR_APP),
-                "--bootstrap",
-                settings.kafka.bootstrap,
-                "--topic",
-                topic_name(TELEMETRY_RAW, settings.kafka),
-                "--group",
-                group,
-                "--datadir",
-                datadir,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            seconds, cpu = await measure(
-                "faust-floor", proc, settings=settings, group=group, total=total, timeout_s=600
-            )
-        finally:
-            stop(proc)
+    raw = topic_name(TELEMETRY_RAW, settings.kafka)
+    with tempfile.TemporaryDirectory() as datadir:
+        argv = [
+            sys.executable, str(FLOOR_APP), "--bootstrap", settings.kafka.bootstrap, "--topic", raw,
+            "--group", group, "--datadir", datadir,
+        ]  # fmt: skip
+        seconds, cpu = await run_child("faust-floor", argv, log, settings=settings, group=group, total=total)
     return Result(FLOOR_SYSTEM, total, seconds, total / seconds, cpu, 0)
 
 
@@ -355,39 +348,16 @@ async def run_quix(settings: Settings, total: int, log: Path) -> Result | None:
         return None
     out_topic = f"{settings.kafka.topic_prefix}quix-agg-1m"
     group = f"{settings.kafka.topic_prefix}quix-jobs"
-    with tempfile.TemporaryDirectory() as state, log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: ASYNC220  # a long-running child, started once
-            [
-                str(python),
-                str(QUIX_APP),
-                "--bootstrap",
-                settings.kafka.bootstrap,
-                "--input",
-                topic_name(TELEMETRY_RAW, settings.kafka),
-                "--output",
-                out_topic,
-                "--group",
-                group,
-                "--state-dir",
-                state,
-                "--grace-ms",
-                str(GRACE_S * 1000),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    raw = topic_name(TELEMETRY_RAW, settings.kafka)
+    with tempfile.TemporaryDirectory() as state:
+        argv = [
+            str(python), str(QUIX_APP), "--bootstrap", settings.kafka.bootstrap, "--input", raw,
+            "--output", out_topic, "--group", group, "--state-dir", state,
+            "--grace-ms", str(GRACE_S * 1000),
+        ]  # fmt: skip
+        seconds, cpu = await run_child(
+            "quix", argv, log, settings=settings, group=group, total=total, internal=f"repartition__{group}"
         )
-        try:
-            seconds, cpu = await measure(
-                "quix",
-                proc,
-                settings=settings,
-                group=group,
-                total=total,
-                timeout_s=600,
-                internal=f"repartition__{group}",
-            )
-        finally:
-            stop(proc)
     outputs = 0
     with contextlib.suppress(Exception):
         outputs = await end_offsets(settings, out_topic)

@@ -90,17 +90,16 @@ class GroupOffsets:
         """The partition's first offset (read with every partition of its topic)."""
         async with self.lock:
             key = (tp.topic, tp.partition)
-            if key not in self.firsts or time.monotonic() - self.firsts_read_at.get(tp.topic, -1e9) >= (
-                GROUP_OFFSETS_TTL_S
-            ):
+            age = time.monotonic() - self.firsts_read_at.get(tp.topic, -GROUP_OFFSETS_TTL_S)
+            if key not in self.firsts or age >= GROUP_OFFSETS_TTL_S:
                 consumer = AIOKafkaConsumer(
                     **client_kwargs(self.settings, Principal.JOBS), enable_auto_commit=False
                 )
                 await asyncio.wait_for(consumer.start(), 15)
                 try:
                     await asyncio.wait_for(consumer.topics(), 15)  # the cluster's metadata
-                    numbers = consumer.partitions_for_topic(tp.topic) or {tp.partition}
-                    tps = [TopicPartition(tp.topic, p) for p in sorted(numbers | {tp.partition})]
+                    numbers = (consumer.partitions_for_topic(tp.topic) or set()) | {tp.partition}
+                    tps = [TopicPartition(tp.topic, p) for p in sorted(numbers)]
                     firsts = await asyncio.wait_for(consumer.beginning_offsets(tps), 15)
                 finally:
                     await consumer.stop()

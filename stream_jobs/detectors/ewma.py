@@ -7,11 +7,10 @@ the fast from the slow average in units of the fast average's own standard devia
 ``clear_at``. The slow average and variance are updated after the comparison.
 
 The variance must not learn the shift it is there to find: a point's deviation counts at most
-``clip`` standard deviations, and the variance stands still while the statistic is at or above
-``clear_at``. The slow average keeps following, so a lasting new level is accepted after a while
-(about ``1 / slow_alpha`` points) and the anomaly clears. A slow trend still widens the variance
-(its points sit off the lagging average, each within the clip), which keeps trends from looking
-like shifts.
+``clip`` standard deviations. The slow average keeps following, so a lasting new level is
+accepted after a while (about ``1 / slow_alpha`` points) and the anomaly clears. A slow trend
+still widens the variance (its points sit off the lagging average, each within the clip), which
+keeps trends from looking like shifts.
 """
 
 from __future__ import annotations

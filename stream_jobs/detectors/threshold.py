@@ -96,12 +96,12 @@ class Threshold(StructState[ThresholdState]):
     def update(self, point: Point, state: ThresholdState) -> tuple[Decision, ThresholdState]:
         if not math.isfinite(point.value):
             return Decision(0.0, False, None, "not a finite value"), state
-        recent = state.recent
-        x = point.value
+        x, recent = point.value, state.recent
         if self.window > 1:
-            recent = (*recent, x)[-self.window :]
-            x = math.fsum(recent) / len(recent)
-            recent = recent[1:] if len(recent) == self.window else recent
+            values = (*recent, x)[-self.window :]
+            x = math.fsum(values) / len(values)
+            recent = values[-(self.window - 1) :]
+        shown = "mean %.6g" if self.window > 1 else "%.6g"
         level = self.category(x, state.level)
         low = False
         if self.low is not None:
@@ -113,20 +113,18 @@ class Threshold(StructState[ThresholdState]):
         args: tuple[Any, ...] = ()
         if self.bounds:
             score = _edge_score(x - self._edge, self._edge_scale)
-            limit, reason, args = self._edge, "%.6g is %s", (x, self.labels[level])
+            limit, reason, args = self._edge, f"{shown} is %s", (x, self.labels[level])
         if self.low is not None:
             low_score = _edge_score(self.low - x, self._low_scale)
             if low_score > score:
-                score, limit, reason, args = low_score, self.low, "%.6g vs low limit %.6g", (x, self.low)
+                score, limit, reason, args = low_score, self.low, f"{shown} vs low limit %.6g", (x, self.low)
         alerting_high = bool(self.bounds) and level >= self.alert_level
         if alerting_high:
             limit = self._edge
-            reason, args = "%.6g is %s (> %.6g)", (x, self.labels[level], limit)
+            reason, args = f"{shown} is %s (> %.6g)", (x, self.labels[level], limit)
         elif low:
             limit = self.low
-            reason, args = "%.6g is below the low limit %.6g", (x, self.low)
-        if self.window > 1 and reason.startswith("%.6g"):
-            reason = "mean " + reason
+            reason, args = f"{shown} is below the low limit %.6g", (x, self.low)
         if state.level != level or state.low != low or state.recent != recent:
             state = ThresholdState(level, low, recent)
         return Decision(score, alerting_high or low, limit, reason, args), state
