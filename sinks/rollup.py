@@ -30,6 +30,7 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.domain.task import Task
 from influxdb_client.domain.task_create_request import TaskCreateRequest
 from influxdb_client.domain.task_update_request import TaskUpdateRequest
+from influxdb_client.rest import ApiException
 
 from citystream.errors import CitystreamError, ConfigError
 from citystream.settings import Settings
@@ -149,9 +150,15 @@ def run_now(settings: Settings, task: Task, token: str | None = None, timeout_s:
         run = tasks.run_manually(task.id)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            run = tasks.get_run(task.id, run.id)
-            if run.status in ("success", "failed", "canceled"):
-                break
+            try:
+                run = tasks.get_run(task.id, run.id)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                # InfluxDB finds no run while it moves from the queue to the run log.
+            else:
+                if run.status in ("success", "failed", "canceled"):
+                    break
             time.sleep(0.2)
         if run.status != "success":
             logs = "; ".join(str(e.message) for e in tasks.get_run_logs(task.id, run.id))
